@@ -1,0 +1,156 @@
+"""Prometheus metrics: the names here are the ones the dashboard and alert rules may use.
+
+Labels are bounded: queue, rule, axis and label values come from the taxonomy, tiers and error
+kinds are closed sets, partitions are the input topic's. A ticket id never becomes a label.
+Each service instance owns a registry, so several routers can live in one test process.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from consumer.classify.pipeline import PipelineResult
+
+PREFIX = "ticket_router_"
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            PREFIX + "events_consumed", "Records read from the input topic", ["topic"], registry=r
+        )
+        self.routed = Counter(
+            PREFIX + "tickets_routed", "Tickets published to a queue", ["queue", "rule"], registry=r
+        )
+        self.labels = Counter(
+            PREFIX + "classified_labels", "Labels of routed tickets per axis", ["axis", "label"], registry=r
+        )
+        self.triaged = Counter(
+            PREFIX + "tickets_triaged", "Tickets sent to needs-human-triage", ["error_kind"], registry=r
+        )
+        self.skipped = Counter(
+            PREFIX + "tickets_skipped",
+            "Records committed without classification (agent replies, duplicates)",
+            ["reason"],
+            registry=r,
+        )
+        self.reclassified = Counter(
+            PREFIX + "reclassifications", "Customer follow-ups classified again", registry=r
+        )
+        self.tier_outcomes = Counter(
+            PREFIX + "tier_outcomes", "What each tier concluded per ticket", ["tier", "outcome"], registry=r
+        )
+        self.final_tier = Counter(
+            PREFIX + "final_tier", "The tier whose answer routed the ticket", ["tier"], registry=r
+        )
+        self.escalations = Counter(
+            PREFIX + "escalations",
+            "Tickets passed from one tier to the next",
+            ["from_tier", "to_tier"],
+            registry=r,
+        )
+        self.confidence = Histogram(
+            PREFIX + "confidence",
+            "Confidence of routed answers per axis",
+            ["axis"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.tier_latency = Histogram(
+            PREFIX + "tier_latency_seconds",
+            "Time spent in one tier per ticket",
+            ["tier"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.processing_latency = Histogram(
+            PREFIX + "processing_latency_seconds",
+            "Record fetched to outcome published",
+            ["outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.llm_requests = Counter(
+            PREFIX + "llm_requests", "Messages API calls by result", ["model", "status"], registry=r
+        )
+        self.llm_retries = Counter(
+            PREFIX + "llm_retries", "Messages API calls retried", ["model", "reason"], registry=r
+        )
+        self.llm_tokens = Counter(
+            PREFIX + "llm_tokens", "Tokens billed, by kind", ["model", "kind"], registry=r
+        )
+        self.llm_cost = Counter(PREFIX + "llm_cost_usd", "Estimated spend in USD", ["model"], registry=r)
+        self.in_flight = Gauge(PREFIX + "in_flight", "Records being processed", registry=r)
+        self.paused_partitions = Gauge(
+            PREFIX + "paused_partitions", "Partitions paused because the in-flight budget is full", registry=r
+        )
+        self.commit_latency = Histogram(
+            PREFIX + "commit_latency_seconds",
+            "Offset commit round trips",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commits = Counter(PREFIX + "commits", "Offset commits by result", ["result"], registry=r)
+        self.publish_errors = Counter(
+            PREFIX + "publish_errors", "Publishes that failed and were retried", ["topic_kind"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            PREFIX + "consumer_lag", "Highwater minus committed offset", ["topic", "partition"], registry=r
+        )
+        self.rebalances = Counter(PREFIX + "rebalances", "Partition assignment changes", ["kind"], registry=r)
+        self.assigned_partitions = Gauge(
+            PREFIX + "assigned_partitions", "Input partitions owned by this instance", registry=r
+        )
+        self.ready = Gauge(PREFIX + "ready", "1 when /readyz would answer 200", registry=r)
+        self.info = Gauge(
+            PREFIX + "build_info",
+            "Versions in use",
+            ["router_version", "prompt_version", "tiers"],
+            registry=r,
+        )
+
+    def record_tiers(self, result: PipelineResult) -> None:
+        for attempt in result.attempts:
+            self.tier_outcomes.labels(attempt.tier, attempt.outcome).inc()
+            self.tier_latency.labels(attempt.tier).observe(attempt.latency_ms / 1000)
+            usage = attempt.usage
+            for kind, count in (
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+                ("cache_read", usage.cache_read_input_tokens),
+                ("cache_write", usage.cache_creation_input_tokens),
+            ):
+                if count:
+                    self.llm_tokens.labels(attempt.model, kind).inc(count)
+            if attempt.cost_usd:
+                self.llm_cost.labels(attempt.model).inc(attempt.cost_usd)
+        tried = result.tiers_tried
+        for earlier, later in itertools.pairwise(tried):
+            self.escalations.labels(earlier, later).inc()
+
+    def record_routed(self, queue: str, rule: str, result: PipelineResult) -> None:
+        self.routed.labels(queue, rule).inc()
+        if result.attempts:
+            self.final_tier.labels(result.attempts[-1].tier).inc()
+        if result.classification is not None:
+            for axis, prediction in result.classification.axes.items():
+                self.labels.labels(axis, prediction.label).inc()
+                self.confidence.labels(axis).observe(prediction.confidence)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def metric_names(self) -> set[str]:
+        """Every sample name this registry can expose (with _total, _bucket, … suffixes)."""
+        names: set[str] = set()
+        for family in self.registry.collect():
+            names.add(family.name)
+            for sample in family.samples:
+                names.add(sample.name)
+        return names

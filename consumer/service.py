@@ -1,0 +1,235 @@
+"""Assembles the service from its settings and runs it until SIGTERM/SIGINT.
+
+Start-up order matters for operators: configuration and the taxonomy are checked (and the local
+model trained) before any connection is made, so a bad config fails fast with one line; topics
+are created before the consumer joins, so nothing is published to a topic that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from consumer import __version__
+from consumer.classify.base import Tier
+from consumer.classify.language import EnglishDetector
+from consumer.classify.local import LocalTier, train_local_model
+from consumer.classify.pipeline import Pipeline
+from consumer.config import Settings
+from consumer.health import build_app, start_http
+from consumer.kafka_common import client_options
+from consumer.kafka_loop import KafkaLoop, LoopSettings, OutcomeHook
+from consumer.metrics import Metrics
+from consumer.processing import InputRecord, Outcome, ProcessorConfig, RecordProcessor
+from consumer.taxonomy import Taxonomy, load_taxonomy
+from consumer.topics import ensure_topics, topics_to_create
+
+log = logging.getLogger("ticket_router")
+
+FETCH_BYTES_HEADROOM = 2
+
+
+def build_tiers(settings: Settings, taxonomy: Taxonomy) -> list[Tier]:
+    tiers: list[Tier] = []
+    for name in settings.effective_tiers:
+        if name == "local":
+            tiers.append(LocalTier(train_local_model(taxonomy, settings.local_training_path)))
+        else:
+            from consumer.classify.claude import build_claude_tier
+
+            tiers.append(build_claude_tier(name, settings, taxonomy))
+    return tiers
+
+
+def prompt_version_of(tiers: list[Tier], taxonomy: Taxonomy) -> str:
+    """The Claude tiers' prompt hash when there are any, else the taxonomy's fingerprint."""
+    for tier in tiers:
+        version = getattr(tier, "prompt_version", None)
+        if isinstance(version, str):
+            return version
+    return f"tx-{taxonomy.fingerprint()}"
+
+
+def build_pipeline(settings: Settings, taxonomy: Taxonomy, tiers: list[Tier]) -> Pipeline:
+    detector = (
+        EnglishDetector() if "strong" in settings.effective_tiers and settings.non_english_to_strong else None
+    )
+    return Pipeline(
+        tiers,
+        taxonomy.thresholds(),
+        low_confidence_action=settings.low_confidence_action,
+        non_english_to_strong=settings.non_english_to_strong,
+        deadline_s=settings.ticket_deadline_s,
+        is_english=detector.is_english if detector else (lambda _ticket: True),
+    )
+
+
+def log_outcome(log_text: bool) -> OutcomeHook:
+    def hook(record: InputRecord, outcome: Outcome, elapsed: float) -> None:
+        fields: dict[str, object] = {
+            "ticket_id": outcome.ticket_id,
+            "outcome": outcome.kind,
+            "partition": record.partition,
+            "offset": record.offset,
+            "latency_ms": round(elapsed * 1000, 2),
+        }
+        if outcome.kind == "routed" and outcome.routed is not None:
+            fields.update(
+                queue=outcome.queue, tier=outcome.routed.tiers_tried[-1], cost_usd=outcome.routed.cost_usd
+            )
+        elif outcome.kind == "triaged":
+            fields.update(
+                error_kind=str(outcome.error_kind), reason=outcome.triage.message if outcome.triage else ""
+            )
+        else:
+            fields.update(reason=outcome.skip_reason)
+        if log_text and outcome.ticket is not None:
+            fields.update(subject=outcome.ticket.subject, body=outcome.ticket.body)
+        log.info("ticket %s", outcome.kind, extra=fields)
+
+    return hook
+
+
+def fan_out(hooks: list[OutcomeHook]) -> OutcomeHook:
+    def call_all(record: InputRecord, outcome: Outcome, elapsed: float) -> None:
+        for hook in hooks:
+            hook(record, outcome, elapsed)
+
+    return call_all
+
+
+@dataclass
+class RunningService:
+    """Handles on a running service, for the demo and for tests that run it in-process."""
+
+    loop: KafkaLoop
+    metrics: Metrics
+    http_port: int
+
+
+def record_outcome_metrics(metrics: Metrics) -> OutcomeHook:
+    def hook(_record: InputRecord, outcome: Outcome, _elapsed: float) -> None:
+        if outcome.result is not None:
+            metrics.record_tiers(outcome.result)
+        if outcome.kind == "routed" and outcome.routed is not None and outcome.result is not None:
+            metrics.record_routed(outcome.routed.queue, outcome.routed.rule, outcome.result)
+            if outcome.routed.reclassification:
+                metrics.reclassified.inc()
+        elif outcome.kind == "triaged":
+            metrics.triaged.labels(str(outcome.error_kind)).inc()
+        else:
+            metrics.skipped.labels(outcome.skip_reason or "other").inc()
+
+    return hook
+
+
+async def run_service(
+    settings: Settings,
+    bootstrap_servers: str,
+    stop: asyncio.Event,
+    on_started: Callable[[RunningService], None] | None = None,
+    extra_hooks: list[OutcomeHook] | None = None,
+) -> None:
+    """Run until ``stop`` is set; drains, commits and closes everything before returning."""
+    taxonomy = load_taxonomy(settings.taxonomy_path)
+    tiers = build_tiers(settings, taxonomy)
+    if "local" in settings.effective_tiers and settings.anthropic_api_key is None:
+        log.info("using the local tier only: ANTHROPIC_API_KEY is unset")
+    pipeline = build_pipeline(settings, taxonomy, tiers)
+    metrics = Metrics()
+    prompt_version = prompt_version_of(tiers, taxonomy)
+    metrics.info.labels(__version__, prompt_version, ",".join(settings.effective_tiers)).set(1)
+    processor = RecordProcessor(
+        ProcessorConfig(settings.triage_topic, settings.max_event_bytes, __version__, prompt_version),
+        taxonomy,
+        pipeline,
+    )
+    options = client_options(settings, bootstrap_servers)
+    if settings.create_topics:
+        created = await ensure_topics(
+            topics_to_create(settings, taxonomy),
+            settings.topic_partitions,
+            settings.topic_replication_factor,
+            options,
+        )
+        if created:
+            log.info("created %d topics", len(created), extra={"topics": created})
+    fetch_bytes = max(1_048_576, settings.max_event_bytes * FETCH_BYTES_HEADROOM)
+    consumer = AIOKafkaConsumer(
+        **options,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        max_partition_fetch_bytes=fetch_bytes,
+        fetch_max_bytes=max(fetch_bytes, 52_428_800),
+    )
+    producer = AIOKafkaProducer(
+        **options,
+        acks="all",
+        linger_ms=5,
+        max_request_size=fetch_bytes + 262_144,
+        enable_idempotence=False,
+    )
+    hooks = [record_outcome_metrics(metrics), log_outcome(settings.log_ticket_text), *(extra_hooks or [])]
+    loop = KafkaLoop(
+        LoopSettings(
+            input_topic=settings.input_topic,
+            group_id=settings.consumer_group,
+            max_in_flight=settings.max_in_flight,
+            commit_interval_s=settings.commit_interval_ms / 1000,
+            drain_timeout_s=settings.drain_timeout_s,
+            lag_refresh_s=settings.lag_refresh_s,
+        ),
+        consumer,
+        producer,
+        processor,
+        metrics,
+        on_outcome=fan_out(hooks),
+    )
+    loop_task: asyncio.Task[None] | None = None
+    runner: web.AppRunner | None = None
+    try:
+        runner, http_port = await start_http(
+            build_app(metrics, loop.state, lambda: loop_task is not None and not loop_task.done()),
+            settings.metrics_host,
+            settings.metrics_port,
+        )
+        await producer.start()
+        consumer.subscribe([settings.input_topic], listener=loop.listener)
+        await consumer.start()
+        log.info(
+            "consuming %s as group %s",
+            settings.input_topic,
+            settings.consumer_group,
+            extra={
+                "tiers": settings.effective_tiers,
+                "prompt_version": prompt_version,
+                "http_port": http_port,
+            },
+        )
+        loop_task = asyncio.create_task(loop.run(stop), name="kafka-loop")
+        if on_started is not None:
+            on_started(RunningService(loop, metrics, http_port))
+        await loop_task
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await pipeline.close()
+        if runner is not None:
+            await runner.cleanup()
+        log.info("stopped")
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

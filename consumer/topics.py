@@ -1,0 +1,43 @@
+"""Creates the service's topics at start-up: input, every reachable queue, and triage."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from consumer.config import Settings
+from consumer.routing import reachable_queues
+from consumer.taxonomy import Taxonomy
+
+log = logging.getLogger(__name__)
+
+
+def topics_to_create(settings: Settings, taxonomy: Taxonomy) -> list[str]:
+    return [settings.input_topic, *reachable_queues(taxonomy), settings.triage_topic]
+
+
+async def ensure_topics(
+    names: list[str], partitions: int, replication: int, client_options: dict[str, Any]
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the ones created."""
+    admin = AIOKafkaAdminClient(**client_options)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in names if name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(name, num_partitions=partitions, replication_factor=replication)
+                        for name in missing
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                log.info("topics created concurrently by another instance")
+        return missing
+    finally:
+        await admin.close()
