@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,12 +20,21 @@ from consumer import __version__
 from consumer.classify.local import TrainingDataError
 from consumer.config import ConfigError, Settings, load_settings
 from consumer.embedded_broker import BrokerStartError, EmbeddedBroker, port_is_free
+from consumer.errors import UserError
 from consumer.logs import configure_logging
 from consumer.routing import reachable_queues
 from consumer.service import install_signal_handlers, run_service
 from consumer.taxonomy import TaxonomyError, load_taxonomy
 
-USER_ERRORS = (ConfigError, TaxonomyError, TrainingDataError, BrokerStartError, KafkaConnectionError, OSError)
+USER_ERRORS = (
+    UserError,
+    ConfigError,
+    TaxonomyError,
+    TrainingDataError,
+    BrokerStartError,
+    KafkaConnectionError,
+    OSError,
+)
 
 
 @contextlib.contextmanager
@@ -85,7 +95,7 @@ def cmd_schema_check(args: argparse.Namespace) -> int:
 
 
 def cmd_taxonomy_check(args: argparse.Namespace) -> int:
-    taxonomy = load_taxonomy(args.path)
+    taxonomy = load_taxonomy(args.path or os.environ.get("TAXONOMY_PATH") or None)
     print(f"taxonomy {taxonomy.name!r} version {taxonomy.version} (fingerprint {taxonomy.fingerprint()})")
     for name, axis in taxonomy.axes.items():
         print(f"  {name} (threshold {axis.threshold}): {', '.join(axis.labels)}")

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     consumer_group: str = "ticket-router"
     input_topic: str = "tickets"
     triage_topic: str = "needs-human-triage"
+    queue_topic_prefix: str = Field(
+        default="",
+        description="Prepended to every queue topic (e.g. 'staging.'); queue names stay unprefixed",
+    )
     topic_partitions: int = Field(default=6, ge=1, le=10_000)
     topic_replication_factor: int = Field(default=1, ge=1, le=10)
     create_topics: bool = True

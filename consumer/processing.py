@@ -64,6 +64,7 @@ class Outcome:
 class ProcessorConfig:
     triage_topic: str
     max_event_bytes: int
+    queue_topic_prefix: str
     router_version: str
     prompt_version: str
 
@@ -147,7 +148,7 @@ class RecordProcessor:
         )
         return Outcome(
             "routed",
-            decision.queue,
+            self.config.queue_topic_prefix + decision.queue,
             ticket.ticket_id.encode(),
             encode(routed),
             ticket_id=ticket.ticket_id,

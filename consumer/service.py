@@ -146,7 +146,13 @@ async def run_service(
     prompt_version = prompt_version_of(tiers, taxonomy)
     metrics.info.labels(__version__, prompt_version, ",".join(settings.effective_tiers)).set(1)
     processor = RecordProcessor(
-        ProcessorConfig(settings.triage_topic, settings.max_event_bytes, __version__, prompt_version),
+        ProcessorConfig(
+            triage_topic=settings.triage_topic,
+            max_event_bytes=settings.max_event_bytes,
+            queue_topic_prefix=settings.queue_topic_prefix,
+            router_version=__version__,
+            prompt_version=prompt_version,
+        ),
         taxonomy,
         pipeline,
     )

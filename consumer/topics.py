@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def topics_to_create(settings: Settings, taxonomy: Taxonomy) -> list[str]:
-    return [settings.input_topic, *reachable_queues(taxonomy), settings.triage_topic]
+    queues = [settings.queue_topic_prefix + queue for queue in reachable_queues(taxonomy)]
+    return [settings.input_topic, *queues, settings.triage_topic]
 
 
 async def ensure_topics(
