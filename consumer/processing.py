@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from consumer.classify.pipeline import Pipeline, PipelineResult
+from consumer.dedup import RecentIds
 from consumer.routing import route
 from consumer.taxonomy import Taxonomy
 from schemas.codec import DecodeError, bytes_for_record, describe_validation_error, encode, parse_json
@@ -70,10 +71,13 @@ class ProcessorConfig:
 
 
 class RecordProcessor:
-    def __init__(self, config: ProcessorConfig, taxonomy: Taxonomy, pipeline: Pipeline) -> None:
+    def __init__(
+        self, config: ProcessorConfig, taxonomy: Taxonomy, pipeline: Pipeline, recent: RecentIds | None = None
+    ) -> None:
         self.config = config
         self.taxonomy = taxonomy
         self.pipeline = pipeline
+        self.recent = recent if recent is not None else RecentIds(0)
 
     async def process(self, record: InputRecord) -> Outcome:
         try:
@@ -100,16 +104,11 @@ class RecordProcessor:
             return self.triage(
                 record, ErrorKind.SCHEMA_INVALID, describe_validation_error(exc), document=document
             )
+        # Records of one ticket_id share a key and run one after another, so this check cannot race.
+        if self.recent.check_and_add(ticket.event_id):
+            return self.skipped(ticket, "duplicate")
         if ticket.author_role is AuthorRole.AGENT:
-            return Outcome(
-                "skipped",
-                None,
-                None,
-                None,
-                ticket_id=ticket.ticket_id,
-                ticket=ticket,
-                skip_reason="agent_reply",
-            )
+            return self.skipped(ticket, "agent_reply")
         started = time.perf_counter()
         result = await self.pipeline.classify(ticket)
         if result.error_kind is not None or result.classification is None:
@@ -121,6 +120,12 @@ class RecordProcessor:
                 result=result,
             )
         return self.routed(record, ticket, result, (time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    def skipped(ticket: TicketEvent, reason: str) -> Outcome:
+        return Outcome(
+            "skipped", None, None, None, ticket_id=ticket.ticket_id, ticket=ticket, skip_reason=reason
+        )
 
     def routed(
         self, record: InputRecord, ticket: TicketEvent, result: PipelineResult, latency_ms: float

@@ -22,6 +22,7 @@ from consumer.classify.language import EnglishDetector
 from consumer.classify.local import LocalTier, train_local_model
 from consumer.classify.pipeline import Pipeline
 from consumer.config import Settings
+from consumer.dedup import RecentIds
 from consumer.health import build_app, start_http
 from consumer.kafka_common import client_options
 from consumer.kafka_loop import KafkaLoop, LoopSettings, OutcomeHook
@@ -35,7 +36,8 @@ log = logging.getLogger("ticket_router")
 FETCH_BYTES_HEADROOM = 2
 
 
-def build_tiers(settings: Settings, taxonomy: Taxonomy) -> list[Tier]:
+def build_tiers(settings: Settings, taxonomy: Taxonomy, metrics: Metrics | None = None) -> list[Tier]:
+    """The configured tiers; with ``metrics``, Claude calls and retries are counted there."""
     tiers: list[Tier] = []
     for name in settings.effective_tiers:
         if name == "local":
@@ -43,8 +45,23 @@ def build_tiers(settings: Settings, taxonomy: Taxonomy) -> list[Tier]:
         else:
             from consumer.classify.claude import build_claude_tier
 
-            tiers.append(build_claude_tier(name, settings, taxonomy))
+            on_request, on_retry = llm_call_counters(metrics) if metrics is not None else (None, None)
+            tiers.append(
+                build_claude_tier(name, settings, taxonomy, on_request=on_request, on_retry=on_retry)
+            )
     return tiers
+
+
+def llm_call_counters(metrics: Metrics) -> tuple[Callable[[str, str], None], Callable[[str, str], None]]:
+    """(on_request, on_retry) hooks for the Claude tiers: llm_requests{model,status}, llm_retries."""
+
+    def on_request(model: str, status: str) -> None:
+        metrics.llm_requests.labels(model, status).inc()
+
+    def on_retry(model: str, reason: str) -> None:
+        metrics.llm_retries.labels(model, reason).inc()
+
+    return on_request, on_retry
 
 
 def prompt_version_of(tiers: list[Tier], taxonomy: Taxonomy) -> str:
@@ -138,11 +155,11 @@ async def run_service(
 ) -> None:
     """Run until ``stop`` is set; drains, commits and closes everything before returning."""
     taxonomy = load_taxonomy(settings.taxonomy_path)
-    tiers = build_tiers(settings, taxonomy)
+    metrics = Metrics()
+    tiers = build_tiers(settings, taxonomy, metrics)
     if "local" in settings.effective_tiers and settings.anthropic_api_key is None:
         log.info("using the local tier only: ANTHROPIC_API_KEY is unset")
     pipeline = build_pipeline(settings, taxonomy, tiers)
-    metrics = Metrics()
     prompt_version = prompt_version_of(tiers, taxonomy)
     metrics.info.labels(__version__, prompt_version, ",".join(settings.effective_tiers)).set(1)
     processor = RecordProcessor(
@@ -155,6 +172,7 @@ async def run_service(
         ),
         taxonomy,
         pipeline,
+        RecentIds(settings.dedup_window),
     )
     options = client_options(settings, bootstrap_servers)
     if settings.create_topics:

@@ -1,11 +1,473 @@
-"""Claude tiers (fast = Haiku, strong = Sonnet): being built under issue 3."""
+"""Claude tiers (fast = Haiku, strong = Sonnet) over the Messages API with structured output.
+
+One request per attempt: the cached system prompt (taxonomy, rubric, rules, examples), the fenced
+ticket, and an output schema generated from the taxonomy. Retries are ours, not the SDK's
+(``max_retries=0``), so the two never multiply: bounded attempts with backoff and jitter, honouring
+``retry-after``, and never past the ticket's deadline (decisions in ``consumer.classify.retry``).
+
+An answer outside the schema raises ``TierInvalidOutput`` at once and is not retried in this tier:
+structured output makes it rare, and when it happens (a refusal, a cut-off answer) the same
+prompt tends to fail the same way, while the next tier is a different, stronger model. The
+pipeline moves on to that tier; when none is left the ticket goes to triage as
+``llm_invalid_output``. Nothing is ever guessed from a bad answer.
+
+The API key lives in the SDK client only: it is never formatted into a message, log or repr.
+"""
 
 from __future__ import annotations
 
-from consumer.classify.base import Tier
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, cast
+
+import anthropic
+import orjson
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from consumer.classify.base import TierAnswer, TierInvalidOutput, TierUnavailable
+from consumer.classify.deadline import remaining_s
+from consumer.classify.prompt import (
+    TEMPLATE_VERSION,
+    AnswerError,
+    Example,
+    build_system_prompt,
+    cache_prefix_warning,
+    cacheable_prefix_tokens,
+    examples_from_rows,
+    output_schema,
+    parse_answer_text,
+    prompt_version,
+    target_prefix_tokens,
+    uncovered_labels,
+    usable_examples,
+    user_message,
+)
+from consumer.classify.retry import (
+    MIN_REQUEST_S,
+    CallFailure,
+    RetryPolicy,
+    failure_status_label,
+    parse_retry_after,
+    retry_reason,
+    retry_wait_s,
+    stop_reason,
+)
 from consumer.config import ConfigError, Settings
+from consumer.logs import redact
 from consumer.taxonomy import Taxonomy
+from schemas.events import Classification, TicketEvent, TierAttempt, TokenUsage
+
+log = logging.getLogger("ticket_router.claude")
+
+OnRetry = Callable[[str, str], None]
+"""Called as ``on_retry(model, reason)`` before each retry (reason: rate_limit, overloaded, …)."""
+OnRequest = Callable[[str, str], None]
+"""Called as ``on_request(model, status)`` after each API call (status: ok, 429, timeout, …)."""
+
+TRAINING_RESOURCE = "training.jsonl"
+PER_MILLION = 1_000_000
+ONE_HOUR_WRITE_MULTIPLIER = 2.0  # 1-hour cache writes cost 2x input (5-minute ones 1.25x)
 
 
-def build_claude_tier(name: str, settings: Settings, taxonomy: Taxonomy) -> Tier:
-    raise ConfigError(f"TIERS: the {name!r} tier is not available in this build yet (use TIERS=local)")
+# -- pure helpers: usage, cost, reply ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens for one model."""
+
+    input: float
+    output: float
+    cache_write: float
+    cache_read: float
+    cache_write_1h: float
+
+    @classmethod
+    def from_table(cls, row: Mapping[str, float]) -> Price:
+        """From a MODEL_PRICES row; ``cache_write_1h`` defaults to 2x input as published."""
+        return cls(
+            input=row["input"],
+            output=row["output"],
+            cache_write=row["cache_write"],
+            cache_read=row["cache_read"],
+            cache_write_1h=row.get("cache_write_1h", row["input"] * ONE_HOUR_WRITE_MULTIPLIER),
+        )
+
+
+def price_for(model: str, prices: Mapping[str, Mapping[str, float]]) -> Price:
+    """The model's price row: exact id first, else the longest priced id it starts with (dated ids)."""
+    row = prices.get(model)
+    if row is None:
+        candidates = [name for name in prices if model.startswith(name + "-")]
+        if not candidates:
+            raise ConfigError(f"MODEL_PRICES has no price for {model!r} (priced: {', '.join(prices)})")
+        row = prices[max(candidates, key=len)]
+    try:
+        return Price.from_table(row)
+    except KeyError as exc:
+        raise ConfigError(f"MODEL_PRICES[{model!r}] lacks {exc.args[0]!r}") from None
+
+
+def cost_usd(usage: TokenUsage, price: Price, cache_write_1h_tokens: int = 0) -> float:
+    """Spend for one call; cache writes split by TTL (``cache_write_1h_tokens`` of them are 1-hour)."""
+    write_1h = min(cache_write_1h_tokens, usage.cache_creation_input_tokens)
+    write_5m = usage.cache_creation_input_tokens - write_1h
+    total = (
+        usage.input_tokens * price.input
+        + usage.output_tokens * price.output
+        + write_5m * price.cache_write
+        + write_1h * price.cache_write_1h
+        + usage.cache_read_input_tokens * price.cache_read
+    )
+    return total / PER_MILLION
+
+
+def usage_from(sdk_usage: anthropic.types.Usage) -> tuple[TokenUsage, int]:
+    """TokenUsage from the SDK's usage, and how many cache-write tokens were 1-hour writes."""
+    usage = TokenUsage(
+        input_tokens=sdk_usage.input_tokens,
+        output_tokens=sdk_usage.output_tokens,
+        cache_read_input_tokens=sdk_usage.cache_read_input_tokens or 0,
+        cache_creation_input_tokens=sdk_usage.cache_creation_input_tokens or 0,
+    )
+    breakdown = sdk_usage.cache_creation
+    one_hour = breakdown.ephemeral_1h_input_tokens if breakdown is not None else 0
+    return usage, one_hour or 0
+
+
+def classification_from_reply(
+    stop_reason: str | None, texts: Sequence[str], taxonomy: Taxonomy
+) -> Classification:
+    """The answer in a reply's text blocks, or AnswerError (refused, cut off, not in the schema)."""
+    if stop_reason == "refusal":
+        raise AnswerError("the model refused to answer")
+    if stop_reason == "max_tokens":
+        raise AnswerError("the answer was cut off at max_tokens (raise LLM_MAX_TOKENS)")
+    text = "".join(texts).strip()
+    if not text:
+        raise AnswerError(f"the reply has no text block (stop_reason={stop_reason})")
+    return parse_answer_text(text, taxonomy)
+
+
+def failure_from_exception(exc: BaseException) -> CallFailure | None:
+    """The retry-relevant facts of an SDK error; None for anything that is not an API call failure.
+
+    Built from the status, the error body's type/code/message and two headers only: the request
+    (which carries the key in its headers) is never looked at or kept.
+    """
+    if isinstance(exc, anthropic.APITimeoutError):
+        return CallFailure("timeout", message="request timed out")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return CallFailure("connection", message="connection error")
+    if isinstance(exc, anthropic.APIStatusError):
+        headers = exc.response.headers
+        should_retry = headers.get("x-should-retry")
+        return CallFailure(
+            "status",
+            status=exc.status_code,
+            error_type=exc.type,
+            error_code=exc.error_code,
+            message=redact(exc.api_message or ""),
+            retry_after_s=parse_retry_after(headers),
+            should_retry=None if should_retry is None else should_retry.strip().lower() == "true",
+        )
+    return None
+
+
+class _CallFailed(Exception):
+    """An attempt failed; carries the facts tenacity's predicates look at."""
+
+    def __init__(self, failure: CallFailure) -> None:
+        super().__init__(failure.describe())
+        self.failure = failure
+
+
+def _failure_of(state: RetryCallState) -> CallFailure:
+    outcome = state.outcome
+    exc = outcome.exception() if outcome is not None else None
+    assert isinstance(exc, _CallFailed)
+    return exc.failure
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, _CallFailed) and retry_reason(exc.failure) is not None
+
+
+# -- the tier ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Call:
+    """The state of one ticket's classification in this tier: attempts made and why it stopped."""
+
+    started: float
+    fallback_deadline: float
+    attempts: int = 0
+    stopped_because: str = ""
+
+
+class ClaudeTier:
+    """A classifier tier backed by one Claude model. Safe for any number of concurrent tickets."""
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        client: anthropic.AsyncAnthropic,
+        taxonomy: Taxonomy,
+        system_blocks: list[dict[str, Any]],
+        *,
+        price: Price,
+        retry_policy: RetryPolicy,
+        max_tokens: int = 600,
+        body_char_limit: int = 8_000,
+        request_timeout_s: float = 20.0,
+        deadline_s: float = 60.0,
+        version: str = "",
+        on_retry: OnRetry | None = None,
+        on_request: OnRequest | None = None,
+        jitter: Callable[[], float] = random.random,
+        owns_client: bool = True,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.taxonomy = taxonomy
+        self.system_blocks = system_blocks
+        self.schema = output_schema(taxonomy)
+        self.price = price
+        self.retry_policy = retry_policy
+        self.max_tokens = max_tokens
+        self.body_char_limit = body_char_limit
+        self.request_timeout_s = request_timeout_s
+        self.deadline_s = deadline_s
+        self.prompt_version = version
+        self._client = client
+        self._owns_client = owns_client
+        self._on_retry = on_retry
+        self._on_request = on_request
+        self._jitter = jitter
+
+    def __repr__(self) -> str:
+        return f"ClaudeTier(name={self.name!r}, model={self.model!r}, prompt_version={self.prompt_version!r})"
+
+    async def classify(self, ticket: TicketEvent) -> TierAnswer:
+        loop = asyncio.get_running_loop()
+        call = _Call(started=time.perf_counter(), fallback_deadline=loop.time() + self.deadline_s)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_is_retryable),
+            wait=lambda state: retry_wait_s(
+                state.attempt_number, _failure_of(state), self.retry_policy, self._jitter()
+            ),
+            stop=lambda state: self._should_stop(call, state),
+            before_sleep=lambda state: self._before_retry(ticket, state),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(ticket, call)
+        except _CallFailed as exc:
+            reason = call.stopped_because or "not retried"
+            log.info(  # the triage outcome is logged at the end anyway; this adds the per-tier detail
+                "%s tier unavailable: %s (%s)",
+                self.name,
+                exc.failure.describe(),
+                reason,
+                extra={"ticket_id": ticket.ticket_id, "model": self.model, "attempts": call.attempts},
+            )
+            raise TierUnavailable(
+                f"{self.model}: {exc.failure.describe()} ({reason})", attempts=call.attempts
+            ) from None
+        raise AssertionError("unreachable: tenacity either returns, retries or raises")
+
+    def _remaining(self, call: _Call) -> float:
+        """Seconds left: the pipeline's per-ticket deadline, else this tier's own from its start."""
+        remaining = remaining_s()
+        if remaining is not None:
+            return remaining
+        return call.fallback_deadline - asyncio.get_running_loop().time()
+
+    def _should_stop(self, call: _Call, state: RetryCallState) -> bool:
+        reason = stop_reason(
+            state.attempt_number, state.upcoming_sleep, self.retry_policy, self._remaining(call)
+        )
+        if reason is not None:
+            call.stopped_because = reason
+        return reason is not None
+
+    def _before_retry(self, ticket: TicketEvent, state: RetryCallState) -> None:
+        failure = _failure_of(state)
+        reason = retry_reason(failure) or "unknown"
+        log.info(
+            "retrying %s after %s in %.2fs",
+            self.model,
+            failure.describe(),
+            state.upcoming_sleep,
+            extra={"ticket_id": ticket.ticket_id, "attempt": state.attempt_number, "reason": reason},
+        )
+        if self._on_retry is not None:
+            self._on_retry(self.model, reason)
+
+    def _record_request(self, status: str) -> None:
+        if self._on_request is not None:
+            self._on_request(self.model, status)
+
+    async def _attempt(self, ticket: TicketEvent, call: _Call) -> TierAnswer:
+        remaining = self._remaining(call)
+        if remaining < MIN_REQUEST_S:
+            raise TierUnavailable(
+                f"{self.model}: no time left before the ticket deadline", attempts=call.attempts
+            )
+        call.attempts += 1
+        try:
+            reply = await self._client.messages.create(
+                model=self.model,
+                max_tokens=self.max_tokens,
+                system=cast(Any, self.system_blocks),
+                messages=[{"role": "user", "content": user_message(ticket, self.body_char_limit)}],
+                output_config={"format": {"type": "json_schema", "schema": self.schema}},
+                timeout=min(self.request_timeout_s, remaining),
+            )
+        except anthropic.AnthropicError as exc:
+            failure = failure_from_exception(exc) or CallFailure(
+                "status", message=f"unexpected SDK error {type(exc).__name__}"
+            )
+            self._record_request(failure_status_label(failure))
+            raise _CallFailed(failure) from None
+        return self._answer(reply, call)
+
+    def _answer(self, reply: anthropic.types.Message, call: _Call) -> TierAnswer:
+        usage, one_hour_writes = usage_from(reply.usage)
+        texts = [block.text for block in reply.content if block.type == "text"]
+        try:
+            classification = classification_from_reply(reply.stop_reason, texts, self.taxonomy)
+        except AnswerError as exc:
+            self._record_request("invalid_output")
+            raise TierInvalidOutput(f"{self.model}: {exc}", attempts=call.attempts) from None
+        self._record_request("ok")
+        attempt = TierAttempt(
+            tier=self.name,
+            model=self.model,
+            outcome="answered",
+            attempts=call.attempts,
+            latency_ms=(time.perf_counter() - call.started) * 1000,
+            usage=usage,
+            cost_usd=cost_usd(usage, self.price, one_hour_writes),
+        )
+        return TierAnswer(classification, attempt)
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._client.close()
+
+
+# -- construction (I/O: reads the examples file, logs warnings) -------------------------------------
+
+
+def load_examples(path: Path | None = None) -> list[Example]:
+    """Few-shot candidates: the labeled training file (LOCAL_TRAINING_PATH or the shipped one)."""
+    try:
+        raw = (
+            Path(path).read_bytes()
+            if path is not None
+            else resources.files("consumer.data").joinpath(TRAINING_RESOURCE).read_bytes()
+        )
+    except OSError as exc:
+        raise ConfigError(f"LOCAL_TRAINING_PATH: cannot read {path}: {exc.strerror}") from None
+    rows = []
+    for line in raw.splitlines():
+        if line.strip():
+            try:
+                rows.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                continue  # the local tier reports bad lines; a missing example only shortens the prompt
+    return examples_from_rows(row for row in rows if isinstance(row, dict))
+
+
+def make_client(settings: Settings) -> anthropic.AsyncAnthropic:
+    """The SDK client with its own retries off (ours are bounded by the ticket deadline)."""
+    if settings.anthropic_api_key is None:
+        raise ConfigError("ANTHROPIC_API_KEY is required for the fast and strong tiers")
+    return anthropic.AsyncAnthropic(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        base_url=settings.anthropic_base_url or None,
+        max_retries=0,
+        timeout=settings.llm_timeout_s,
+    )
+
+
+def model_for_tier(name: str, settings: Settings) -> str:
+    if name == "fast":
+        return settings.fast_model
+    if name == "strong":
+        return settings.strong_model
+    raise ConfigError(f"TIERS: {name!r} is not a Claude tier (fast, strong)")
+
+
+def warn_about_prompt(model: str, blocks: Sequence[Mapping[str, Any]]) -> None:
+    """The start-up warning an operator can act on: a system prompt too short to be cached."""
+    prefix = cacheable_prefix_tokens(blocks)
+    warning = cache_prefix_warning(model, prefix)
+    if warning is not None:
+        log.warning(warning, extra={"model": model, "prefix_tokens": prefix})
+    else:
+        log.info("system prompt is about %d tokens for %s", prefix, model, extra={"model": model})
+
+
+def build_claude_tier(
+    name: str,
+    settings: Settings,
+    taxonomy: Taxonomy,
+    *,
+    examples: Sequence[Example] | None = None,
+    client: anthropic.AsyncAnthropic | None = None,
+    on_retry: OnRetry | None = None,
+    on_request: OnRequest | None = None,
+    jitter: Callable[[], float] = random.random,
+) -> ClaudeTier:
+    """A fast or strong tier from settings. Both tiers get the same system prompt (and version).
+
+    The prompt is sized for the larger minimum cacheable length of the two configured models, so
+    one prompt is cached by both; ``examples`` overrides the training file (tests, custom data).
+    A ``client`` passed in is shared and not closed by the tier.
+    """
+    model = model_for_tier(name, settings)
+    pool = list(examples) if examples is not None else load_examples(settings.local_training_path)
+    models = [settings.fast_model, settings.strong_model]
+    blocks = build_system_prompt(taxonomy, pool, target_prefix_tokens(models), ttl=settings.prompt_cache_ttl)
+    missing = uncovered_labels(usable_examples(pool, taxonomy), taxonomy)
+    if missing:
+        log.warning(
+            "no labeled example shows %s; the prompt teaches those labels by description only",
+            ", ".join(missing[:10]),
+            extra={"model": model},
+        )
+    warn_about_prompt(model, blocks)
+    return ClaudeTier(
+        name,
+        model,
+        client if client is not None else make_client(settings),
+        taxonomy,
+        blocks,
+        price=price_for(model, settings.model_prices),
+        retry_policy=RetryPolicy(
+            max_attempts=settings.llm_max_attempts,
+            initial_s=settings.llm_backoff_initial_s,
+            max_s=settings.llm_backoff_max_s,
+        ),
+        max_tokens=settings.llm_max_tokens,
+        body_char_limit=settings.body_char_limit,
+        request_timeout_s=settings.llm_timeout_s,
+        deadline_s=settings.ticket_deadline_s,
+        version=prompt_version(taxonomy, TEMPLATE_VERSION, models, blocks),
+        on_retry=on_retry,
+        on_request=on_request,
+        jitter=jitter,
+        owns_client=client is None,
+    )

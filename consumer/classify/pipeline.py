@@ -17,6 +17,7 @@ from consumer.classify.base import (
     TierUnavailable,
     axes_below_threshold,
 )
+from consumer.classify.deadline import ticket_deadline
 from schemas.events import Classification, ErrorKind, TicketEvent, TierAttempt, TokenUsage
 
 
@@ -102,8 +103,9 @@ class Pipeline:
     async def classify(self, ticket: TicketEvent) -> PipelineResult:
         result = PipelineResult(classification=None)
         try:
-            async with asyncio.timeout(self.deadline_s):
-                return await self._run_tiers(ticket, result)
+            with ticket_deadline(self.deadline_s):
+                async with asyncio.timeout(self.deadline_s):
+                    return await self._run_tiers(ticket, result)
         except TimeoutError:
             result.error_kind = ErrorKind.LLM_UNAVAILABLE
             result.error_message = f"per-ticket deadline of {self.deadline_s:g}s exceeded"

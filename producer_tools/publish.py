@@ -1,0 +1,481 @@
+"""``ticket-tools publish``: put ticket events on the input topic, from a file or generated.
+
+Sources: a JSONL file of TicketEvents, a CSV export from a help desk with a column mapping, or
+``--sample N`` generated tickets. Every event is validated before the first one is sent, because
+half a file published and half refused is the hardest state to clean up. Records are keyed by
+``ticket_id`` like the upstream services do, so per-ticket order holds in the router.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from consumer.config import load_settings
+from consumer.errors import UserError
+from consumer.topics import ensure_topics
+from producer_tools.kafka_io import (
+    Connection,
+    add_connection_arguments,
+    cluster_topics,
+    connection_from_args,
+    kafka_errors_as_user_errors,
+    producer,
+    require_topics,
+    status,
+)
+from producer_tools.samples import generate_samples
+from schemas.codec import describe_validation_error, encode
+from schemas.events import AccountTier, AuthorRole, Channel, EventType, TicketEvent
+
+MAPPABLE_FIELDS: tuple[str, ...] = tuple(name for name in TicketEvent.model_fields if name != "metadata")
+METADATA_PREFIX = "metadata."
+ENUM_FIELDS = frozenset({"event_type", "account_tier", "author_role", "channel"})
+CSV_SUFFIXES = frozenset({".csv"})
+JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson", ".json"})
+DRY_RUN_SHOWN = 10
+
+
+# ---------------------------------------------------------------------------- pure: records
+
+
+@dataclass(frozen=True)
+class PublishRecord:
+    """One record to send; ``line`` points back into the source for error messages."""
+
+    line: int
+    key: bytes | None
+    value: bytes
+
+
+def ticket_key(document: object) -> bytes | None:
+    """The record key: the ticket id, so one ticket's events stay in one partition, in order."""
+    if isinstance(document, Mapping):
+        ticket_id = document.get("ticket_id")
+        if isinstance(ticket_id, str) and ticket_id:
+            return ticket_id.encode("utf-8")
+    return None
+
+
+def records_from_jsonl(raw: bytes, source: str, validate: bool) -> list[PublishRecord]:
+    """Non-blank lines as records, sent byte for byte (the producer's bytes are the contract).
+
+    With ``validate`` every line must be a TicketEvent; all problems are counted but the first
+    one is named, with its line number, since fixing files goes one line at a time.
+    """
+    records: list[PublishRecord] = []
+    problems: list[str] = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        document: object = None
+        try:
+            document = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            if validate:
+                problems.append(f"{source}:{number}: not valid JSON ({exc})")
+                continue
+        if validate:
+            try:
+                TicketEvent.model_validate(document)
+            except ValidationError as exc:
+                problems.append(
+                    f"{source}:{number}: not a valid TicketEvent: {describe_validation_error(exc)}"
+                )
+                continue
+        records.append(PublishRecord(number, ticket_key(document), line))
+    refuse_if_invalid(problems)
+    return records
+
+
+def refuse_if_invalid(problems: Sequence[str]) -> None:
+    """One line for the whole file: the first problem, and how many more there are."""
+    if not problems:
+        return
+    more = f"and {len(problems) - 1} more invalid lines; " if len(problems) > 1 else ""
+    raise UserError(f"{problems[0]} ({more}nothing was published)")
+
+
+def records_from_events(events: Iterable[TicketEvent]) -> list[PublishRecord]:
+    return [
+        PublishRecord(number, event.ticket_id.encode("utf-8"), encode(event))
+        for number, event in enumerate(events, start=1)
+    ]
+
+
+# ---------------------------------------------------------------------------- pure: CSV mapping
+
+
+@dataclass(frozen=True)
+class CsvDefaults:
+    """Values for required fields a CSV export usually lacks; the flags override them."""
+
+    account_tier: str = AccountTier.PRO.value
+    channel: str = Channel.EMAIL.value
+    customer_id: str = "unknown-customer"
+    event_type: str = EventType.CREATED.value
+    author_role: str = AuthorRole.CUSTOMER.value
+
+
+def parse_mapping(specs: Sequence[str]) -> dict[str, str]:
+    """``--map subject=Title,body=Description`` (repeatable) → {field: column}.
+
+    Field names are checked here, before the file is read, so a typo names the allowed fields.
+    ``metadata.KEY=Column`` copies a column into the event's metadata.
+    """
+    mapping: dict[str, str] = {}
+    for spec in specs:
+        for item in spec.split(","):
+            if not item.strip():
+                continue
+            name, sep, column = item.partition("=")
+            name, column = name.strip(), column.strip()
+            if not sep or not name or not column:
+                raise UserError(f"--map: expected FIELD=COLUMN, got {item.strip()!r}")
+            if name not in MAPPABLE_FIELDS and not (
+                name.startswith(METADATA_PREFIX) and len(name) > len(METADATA_PREFIX)
+            ):
+                raise UserError(
+                    f"--map: unknown field {name!r} (fields: {', '.join(MAPPABLE_FIELDS)}, metadata.KEY)"
+                )
+            if name in mapping:
+                raise UserError(f"--map: field {name!r} is mapped twice")
+            mapping[name] = column
+    return mapping
+
+
+def complete_mapping(mapping: Mapping[str, str], header: Sequence[str]) -> dict[str, str]:
+    """The explicit mapping plus columns already named like a field; checks every column exists."""
+    columns = set(header)
+    unknown = [f"{name}={column}" for name, column in mapping.items() if column not in columns]
+    if unknown:
+        raise UserError(
+            f"--map: no column {', '.join(unknown)} in the CSV header (columns: {', '.join(header)})"
+        )
+    mapped_columns = set(mapping.values())
+    implicit = {
+        name: name
+        for name in MAPPABLE_FIELDS
+        if name in columns and name not in mapping and name not in mapped_columns
+    }
+    full = {**implicit, **mapping}
+    if "body" not in full:
+        raise UserError(
+            f"CSV: no column for the required field 'body'; map one with --map body=COLUMN "
+            f"(columns: {', '.join(header)})"
+        )
+    return full
+
+
+def event_from_row(
+    row: Mapping[str, str | None],
+    mapping: Mapping[str, str],
+    defaults: CsvDefaults,
+    now: datetime,
+    new_id: Callable[[], str],
+) -> dict[str, Any]:
+    """A TicketEvent-shaped dict from one CSV row; empty cells count as missing.
+
+    Missing required fields get generated values (a uuid4 event id, a ticket id, the current
+    time) or the defaults, so a plain export of subject and body is enough to publish.
+    """
+    event: dict[str, Any] = {}
+    metadata: dict[str, str] = {}
+    for name, column in mapping.items():
+        cell = (row.get(column) or "").strip()
+        if not cell:
+            continue
+        if name.startswith(METADATA_PREFIX):
+            metadata[name.removeprefix(METADATA_PREFIX)] = cell
+        else:
+            event[name] = cell.lower() if name in ENUM_FIELDS else cell
+    event.setdefault("event_id", new_id())
+    event.setdefault("ticket_id", f"T-{new_id().replace('-', '')[:12]}")
+    event.setdefault("created_at", now.isoformat())
+    for name in ("account_tier", "channel", "customer_id", "event_type", "author_role"):
+        event.setdefault(name, getattr(defaults, name))
+    if metadata:
+        event["metadata"] = metadata
+    return event
+
+
+def records_from_csv(
+    text: str,
+    source: str,
+    mapping: Mapping[str, str],
+    defaults: CsvDefaults,
+    validate: bool,
+    now: datetime,
+    new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+) -> list[PublishRecord]:
+    """Rows as records. Line numbers are physical lines, so a quoted multi-line cell still points right."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames
+        if not header:
+            raise UserError(f"{source}: the CSV file is empty (expected a header line)")
+        full_mapping = complete_mapping(mapping, header)
+        records: list[PublishRecord] = []
+        problems: list[str] = []
+        start_line = reader.line_num + 1
+        for row in reader:
+            event = event_from_row(row, full_mapping, defaults, now, new_id)
+            if validate:
+                try:
+                    event = TicketEvent.model_validate(event).model_dump(mode="json")
+                except ValidationError as exc:
+                    problems.append(
+                        f"{source}:{start_line}: not a valid TicketEvent: {describe_validation_error(exc)}"
+                    )
+            records.append(PublishRecord(start_line, ticket_key(event), orjson.dumps(event)))
+            start_line = reader.line_num + 1
+    except csv.Error as exc:
+        raise UserError(f"{source}:{reader.line_num}: not valid CSV ({exc})") from None
+    refuse_if_invalid(problems)
+    return records
+
+
+# ---------------------------------------------------------------------------- pure: pacing
+
+
+class TokenBucket:
+    """Paces sends to ``rate`` per second with bursts of at most ``burst``.
+
+    ``reserve`` takes a token and says how long to wait for it; tokens may go into debt, so the
+    schedule never drifts no matter how late the caller wakes up.
+    """
+
+    def __init__(self, rate: float, burst: float = 1.0, now: float = 0.0) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.updated = now
+
+    def reserve(self, now: float) -> float:
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        self.tokens -= 1.0
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+# ---------------------------------------------------------------------------- Kafka I/O
+
+
+@dataclass
+class PublishResult:
+    per_partition: Counter[tuple[str, int]] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def delivered(self) -> int:
+        return sum(self.per_partition.values())
+
+
+async def publish_records(
+    connection: Connection,
+    topic: str,
+    records: Sequence[PublishRecord],
+    rate: float,
+    on_delivered: Callable[[], None] = lambda: None,
+) -> PublishResult:
+    """Send every record (paced when ``rate`` > 0) and wait for every acknowledgement."""
+    result = PublishResult()
+    bucket = TokenBucket(rate, now=time.monotonic()) if rate > 0 else None
+    pending: list[asyncio.Future[Any]] = []
+
+    def delivered(line: int) -> Callable[[asyncio.Future[Any]], None]:
+        def callback(future: asyncio.Future[Any]) -> None:
+            if future.exception() is not None:
+                result.failures.append(f"line {line}: {future.exception()}")
+            else:
+                metadata = future.result()
+                result.per_partition[(metadata.topic, metadata.partition)] += 1
+            on_delivered()
+
+        return callback
+
+    async with producer(connection, linger_ms=0 if bucket else 5) as client:
+        for record in records:
+            if bucket is not None:
+                await asyncio.sleep(bucket.reserve(time.monotonic()))
+            try:
+                future = await client.send(topic, record.value, key=record.key)
+            except KafkaError as exc:
+                result.failures.append(f"line {record.line}: {exc}")
+                on_delivered()
+                continue
+            future.add_done_callback(delivered(record.line))
+            pending.append(future)
+        await asyncio.gather(*pending, return_exceptions=True)
+    return result
+
+
+# ---------------------------------------------------------------------------- command
+
+
+def load_records(args: argparse.Namespace) -> tuple[list[PublishRecord], str]:
+    """The records to publish and a description of where they came from."""
+    if args.sample is not None:
+        if args.file is not None:
+            raise UserError("give either a FILE or --sample N, not both")
+        if args.map:
+            raise UserError("--map only applies to a CSV file")
+        events = generate_samples(args.sample, args.seed, datetime.now(UTC))
+        return records_from_events(events), f"{args.sample} samples (seed {args.seed})"
+    if args.file is None:
+        raise UserError("nothing to publish: give a JSONL or CSV FILE, or --sample N")
+    path = Path(args.file)
+    kind = file_format(path, args.format)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    if kind == "jsonl":
+        if args.map:
+            raise UserError("--map only applies to a CSV file (JSONL lines are TicketEvents already)")
+        return records_from_jsonl(raw, str(path), args.validate), str(path)
+    defaults = CsvDefaults(account_tier=args.account_tier, channel=args.channel, customer_id=args.customer_id)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    mapping = parse_mapping(args.map)
+    return records_from_csv(text, str(path), mapping, defaults, args.validate, datetime.now(UTC)), str(path)
+
+
+def file_format(path: Path, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        return "csv"
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    raise UserError(f"cannot tell the format of {path} from its name; pass --format jsonl or --format csv")
+
+
+def count_table(result: PublishResult) -> Table:
+    table = Table(title="published records")
+    table.add_column("topic")
+    table.add_column("partition", justify="right")
+    table.add_column("records", justify="right")
+    for (topic, partition), count in sorted(result.per_partition.items()):
+        table.add_row(topic, str(partition), str(count))
+    table.add_row("total", "", str(result.delivered), style="bold")
+    return table
+
+
+def print_dry_run(records: Sequence[PublishRecord], source: str, topic: str) -> None:
+    """Plain lines (no wrapping), so the output can be grepped or diffed."""
+    print(f"dry run: {len(records)} records from {source} would be published to {topic!r}")
+    for record in records[:DRY_RUN_SHOWN]:
+        key = record.key.decode("utf-8", "replace") if record.key else "-"
+        print(f"  line {record.line} key={key} {record.value[:100].decode('utf-8', 'replace')}")
+    if len(records) > DRY_RUN_SHOWN:
+        print(f"  … and {len(records) - DRY_RUN_SHOWN} more")
+
+
+async def run_publish(args: argparse.Namespace, records: Sequence[PublishRecord], source: str) -> int:
+    connection = connection_from_args(args)
+    topic = args.topic or connection.settings.input_topic
+    existing = await cluster_topics(connection)
+    if args.create_topic and topic not in existing:
+        partitions = args.partitions or connection.settings.topic_partitions
+        with kafka_errors_as_user_errors(connection):
+            await ensure_topics(
+                [topic], partitions, connection.settings.topic_replication_factor, connection.options()
+            )
+    else:
+        require_topics(existing, [topic], " (start the router once, or pass --create-topic)")
+    progress = Progress(
+        TextColumn(f"publishing to {topic}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    with progress:
+        task = progress.add_task("publish", total=len(records))
+        with kafka_errors_as_user_errors(connection):
+            result = await publish_records(
+                connection, topic, records, args.rate, lambda: progress.advance(task)
+            )
+    Console().print(count_table(result))
+    if result.failures:
+        status(f"{len(result.failures)} records failed, first: {result.failures[0]}")
+        return 1
+    status(f"published {result.delivered} records from {source} to {topic!r} at {connection.bootstrap}")
+    return 0
+
+
+def handle(args: argparse.Namespace) -> int:
+    if args.partitions is not None and args.partitions < 1:
+        raise UserError(f"--partitions must be at least 1, not {args.partitions}")
+    if args.rate < 0:
+        raise UserError(f"--rate must be 0 (as fast as possible) or positive, not {args.rate:g}")
+    records, source = load_records(args)
+    if args.dry_run:
+        print_dry_run(records, source, args.topic or load_settings().input_topic)
+        return 0
+    return asyncio.run(run_publish(args, records, source))
+
+
+def add_parser(subcommands: Any) -> None:
+    parser: argparse.ArgumentParser = subcommands.add_parser(
+        "publish",
+        help="publish ticket events from a JSONL/CSV file or generated samples",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("file", nargs="?", default=None, metavar="FILE", help="JSONL of TicketEvents, or CSV")
+    parser.add_argument("--sample", type=int, default=None, metavar="N", help="publish N generated tickets")
+    parser.add_argument("--seed", type=int, default=1, help="seed for --sample (default 1)")
+    parser.add_argument(
+        "--format", choices=("auto", "jsonl", "csv"), default="auto", help="default: by suffix"
+    )
+    parser.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN,...",
+        help="CSV column mapping, e.g. subject=Title,body=Description,ticket_id=Id,metadata.url=Link",
+    )
+    parser.add_argument(
+        "--account-tier", choices=[t.value for t in AccountTier], default=CsvDefaults.account_tier
+    )
+    parser.add_argument("--channel", choices=[c.value for c in Channel], default=CsvDefaults.channel)
+    parser.add_argument("--customer-id", default=CsvDefaults.customer_id, help="CSV default customer_id")
+    parser.add_argument("--topic", default=None, help="default: INPUT_TOPIC (tickets)")
+    parser.add_argument("--rate", type=float, default=0.0, metavar="PER_S", help="events per second; 0 = max")
+    parser.add_argument(
+        "--validate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refuse the whole file if a line is not a valid TicketEvent (default: on)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="read and validate, publish nothing")
+    parser.add_argument("--create-topic", action="store_true", help="create the topic if it is missing")
+    parser.add_argument(
+        "--partitions", type=int, default=None, help="for --create-topic (default TOPIC_PARTITIONS)"
+    )
+    add_connection_arguments(parser)
+    parser.set_defaults(handler=handle)

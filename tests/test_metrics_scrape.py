@@ -1,0 +1,150 @@
+"""A live scrape of the running router exposes every metric the dashboard and the alerts use.
+
+tests/test_deploy.py checks the names against the registry offline; this runs the service on the
+real (embedded) broker with the local tier, feeds it valid and malformed tickets, and reads
+/metrics, /healthz and /readyz over HTTP the way Prometheus and the kubelet do.
+
+What a local-tier run can and cannot show: the Claude tiers are not configured here, so the
+``ticket_router_llm_*`` counters (tokens, cost, requests, retries) and the tier escalations have
+no samples yet — a labelled counter only gets a sample once a label set is used. For those the
+scrape's ``# TYPE`` line is the evidence that the family exists under that name; every other
+metric the dashboard or the alerts use must have real sample lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.kafka_helpers import OutcomeCounter, create_topics, produce, router_settings, running_router
+from tests.test_deploy import used_metric_names
+from tests.test_end_to_end import ticket_event
+
+pytestmark = pytest.mark.integration
+
+VALID = 30
+MAX_EVENT_BYTES = 4_096
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# Families that only get samples once something this run does not do happens: a Claude tier
+# runs (tokens, cost, requests, retries, escalations between tiers), a publish fails, or an agent
+# reply or duplicate is skipped.
+NO_SAMPLES_WITHOUT_CLAUDE = (
+    "ticket_router_llm_",
+    "ticket_router_escalations",
+    "ticket_router_publish_errors",
+    "ticket_router_tickets_skipped",
+)
+
+
+def malformed_records() -> list[tuple[bytes, bytes]]:
+    too_large = ticket_event(99_001, "x" * (MAX_EVENT_BYTES + 100))
+    wrong_channel = ticket_event(99_002, "schema problem")
+    wrong_channel["channel"] = "carrier-pigeon"
+    return [
+        (b"BAD-JSON-1", b'{"ticket_id": "x", "body": ' + bytes([0xFF, 0x01])),
+        (b"BAD-JSON-2", b"not json at all"),
+        (b"BAD-SCHEMA-1", orjson.dumps(wrong_channel)),
+        (b"TOO-LARGE-1", orjson.dumps(too_large)),
+    ]
+
+
+class Scrape:
+    """The text exposition format, reduced to what this test asks of it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.types: dict[str, str] = {}
+        self.samples: set[str] = set()
+        for line in text.splitlines():
+            if line.startswith("# TYPE "):
+                _, _, name, kind = line.split(" ", 3)
+                self.types[name] = kind
+            elif line and not line.startswith("#"):
+                self.samples.add(line.split("{", 1)[0].split(" ", 1)[0])
+
+    def declares(self, name: str) -> bool:
+        """A ``# TYPE`` line for the series' family (counters are declared with ``_total``)."""
+        if name in self.types:
+            return True
+        for suffix in HISTOGRAM_SUFFIXES:
+            if name.endswith(suffix) and self.types.get(name.removesuffix(suffix)) == "histogram":
+                return True
+        return False
+
+    def has_samples(self, name: str) -> bool:
+        return name in self.samples
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def wait_until_ready(session: aiohttp.ClientSession, base: str, timeout_s: float = 30.0) -> None:
+    """Poll /readyz like the kubelet does (each call also refreshes ticket_router_ready)."""
+    deadline = time.monotonic() + timeout_s
+    status, body = await get(session, f"{base}/readyz")
+    while status != 200 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        status, body = await get(session, f"{base}/readyz")
+    assert status == 200, body
+
+
+async def scrape_until(
+    session: aiohttp.ClientSession, base: str, sampled: set[str], timeout_s: float = 30.0
+) -> Scrape:
+    """Scrape until every name in ``sampled`` has samples (lag refresh and commits run on timers)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, text = await get(session, f"{base}/metrics")
+        assert status == 200
+        scrape = Scrape(text)
+        missing = {name for name in sampled if not scrape.has_samples(name)}
+        if not missing or time.monotonic() > deadline:
+            return scrape
+        await asyncio.sleep(0.3)
+
+
+async def test_scrape_exposes_every_metric_the_dashboard_and_alerts_use(
+    bootstrap: str, training_texts: list[str]
+) -> None:
+    settings = router_settings(
+        bootstrap, low_confidence_action="route_flagged", max_event_bytes=MAX_EVENT_BYTES
+    )
+    create_topics(bootstrap, [settings.input_topic], partitions=settings.topic_partitions)
+    valid = [ticket_event(i, training_texts[i % len(training_texts)]) for i in range(VALID)]
+    records = [(str(e["ticket_id"]).encode(), orjson.dumps(e)) for e in valid] + malformed_records()
+    produce(bootstrap, settings.input_topic, records)
+
+    used_by_source = used_metric_names()
+    used = set().union(*used_by_source.values())
+    sampled = {name for name in used if not name.startswith(NO_SAMPLES_WITHOUT_CLAUDE)}
+
+    counter = OutcomeCounter()
+    async with running_router(settings, extra_hooks=[counter.hook]) as running:
+        await counter.wait_for(len(records))
+        base = f"http://127.0.0.1:{running.http_port}"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            status, body = await get(session, f"{base}/healthz")
+            assert status == 200, body
+            await wait_until_ready(session, base)
+            scrape = await scrape_until(session, base, sampled)
+
+    assert sum(o.kind == "routed" for o in counter.outcomes) == VALID
+    assert sum(o.kind == "triaged" for o in counter.outcomes) == len(malformed_records())
+
+    for source, names in used_by_source.items():
+        undeclared = sorted(name for name in names if not (scrape.declares(name) or scrape.has_samples(name)))
+        assert not undeclared, f"{source} uses metrics missing from the scrape: {undeclared}"
+    without_samples = sorted(name for name in sampled if not scrape.has_samples(name))
+    assert not without_samples, f"no samples after a local-tier run: {without_samples}"
+    # The Claude-only families are at least declared, so their dashboard panels and alerts will
+    # find them once the fast/strong tiers run.
+    for name in sorted(used - sampled):
+        assert scrape.declares(name), name
+    assert "ticket_router_ready 1.0" in scrape.text
+    assert 'ticket_router_tickets_triaged_total{error_kind="malformed_json"} 2.0' in scrape.text
