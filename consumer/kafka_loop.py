@@ -88,7 +88,6 @@ class KafkaLoop:
         self._key_tails: dict[bytes, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._progress = asyncio.Event()
-        self._paused = False
         self._last_commit = time.monotonic()
         self._committed: dict[TopicPartition, int] = {}
 
@@ -118,28 +117,31 @@ class KafkaLoop:
         budget = self.settings.max_in_flight - self.in_flight
         self._apply_backpressure(budget)
         if budget <= 0:
-            # Paused: wait for capacity, but keep calling getmany so the member stays in the group.
+            # Full: wait for capacity, but keep calling getmany so the member stays in the group.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), self.settings.poll_timeout_ms / 1000)
             self._progress.clear()
-            await self.consumer.getmany(timeout_ms=0, max_records=1)
-            return
-        batches = await self.consumer.getmany(timeout_ms=self.settings.poll_timeout_ms, max_records=budget)
+            batches = await self.consumer.getmany(timeout_ms=0, max_records=1)
+        else:
+            batches = await self.consumer.getmany(timeout_ms=self.settings.poll_timeout_ms, max_records=budget)
         self.state.last_broker_contact = time.monotonic()
+        # Whatever getmany returned has moved the fetch position: it must be processed, never dropped,
+        # even if a rebalance handed over an unpaused partition while the budget was full.
         for tp, records in batches.items():
             for record in records:
                 self._start(tp, record)
 
     def _apply_backpressure(self, budget: int) -> None:
+        """Pause every assigned partition while the budget is full (new assignments included)."""
         assignment = self.consumer.assignment()
-        if budget <= 0 and not self._paused and assignment:
-            self.consumer.pause(*assignment)
-            self._paused = True
-            self.metrics.paused_partitions.set(len(assignment))
-        elif budget > 0 and self._paused:
-            self.consumer.resume(*assignment)
-            self._paused = False
-            self.metrics.paused_partitions.set(0)
+        paused = self.consumer.paused()
+        if budget <= 0:
+            unpaused = assignment - paused
+            if unpaused:
+                self.consumer.pause(*unpaused)
+        elif paused:
+            self.consumer.resume(*paused)
+        self.metrics.paused_partitions.set(len(self.consumer.paused()))
 
     def _start(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         self.tracker.start(tp, record.offset)
@@ -221,7 +223,6 @@ class KafkaLoop:
         self.state.assignment = set(self.consumer.assignment())
         self.metrics.rebalances.labels("assigned").inc()
         self.metrics.assigned_partitions.set(len(self.state.assignment))
-        self._paused = False
         log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in partitions))
 
     async def release(self, revoked: set[TopicPartition]) -> None:

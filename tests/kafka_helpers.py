@@ -93,9 +93,10 @@ class Received:
 
 
 def consume_until(
-    bootstrap: str, topics: list[str], expected: int, timeout_s: float = 60.0
+    bootstrap: str, topics: list[str], expected: int, timeout_s: float = 60.0, keys: set[bytes] | None = None
 ) -> list[Received]:
-    """Read the topics from the beginning until ``expected`` records arrived or the time is up."""
+    """Read the topics from the beginning until ``expected`` records arrived (or, with ``keys``,
+    until every one of those keys was seen, so duplicates cannot fill the quota) or the time is up."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -107,13 +108,19 @@ def consume_until(
     )
     consumer.subscribe(topics)
     received: list[Received] = []
+    waiting = set(keys) if keys is not None else set()
     deadline = time.monotonic() + timeout_s
+
+    def done() -> bool:
+        return not waiting if keys is not None else len(received) >= expected
+
     try:
-        while len(received) < expected and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             msg = consumer.poll(0.2)
             if msg is None or msg.error():
                 continue
             received.append(Received(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value()))
+            waiting.discard(msg.key())
     finally:
         consumer.close()
     return received

@@ -125,12 +125,14 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, timeout_s: float = 6
     raise AssertionError("service not ready in time")
 
 
-def routed_ids(bootstrap: str, settings: Any, expected: int) -> Counter[bytes]:
+def routed_ids(bootstrap: str, settings: Any, expected: set[bytes]) -> Counter[bytes]:
+    """Every routed ticket_id with its count, read until each expected id was seen at least once."""
     from consumer.routing import reachable_queues
     from consumer.taxonomy import load_taxonomy
 
     topics = [settings.queue_topic_prefix + q for q in reachable_queues(load_taxonomy())]
-    return Counter(r.key for r in consume_until(bootstrap, topics, expected, timeout_s=60) if r.key)
+    received = consume_until(bootstrap, topics, len(expected), timeout_s=60, keys=expected)
+    return Counter(r.key for r in received if r.key)
 
 
 def wait_for_progress(bootstrap: str, settings: Any, minimum: int, timeout_s: float = 60.0) -> None:
@@ -174,7 +176,7 @@ def test_sigterm_mid_stream_exits_zero_and_nothing_is_lost(
     restarted = start_service(env, tmp_path / "service.log")
     try:
         wait_ready(restarted, port)
-        ids = routed_ids(bootstrap, settings, total)
+        ids = routed_ids(bootstrap, settings, {str(e["ticket_id"]).encode() for e in events})
     finally:
         restarted.send_signal(signal.SIGTERM)
         restarted.wait(timeout=30)
@@ -203,7 +205,7 @@ def test_sigkilled_member_partitions_are_taken_over(
         wait_for_progress(bootstrap, settings, 200)
         services[0].kill()
         services[0].wait(timeout=10)
-        ids = routed_ids(bootstrap, settings, total)
+        ids = routed_ids(bootstrap, settings, {str(e["ticket_id"]).encode() for e in events})
     finally:
         for service in services:
             if service.poll() is None:
