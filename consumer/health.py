@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -11,23 +12,52 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from consumer.kafka_loop import LoopState
 from consumer.metrics import Metrics
 
-BROKER_SILENCE_S = 15.0
+PROBE_TIMEOUT_S = 2.0
+PROBE_CACHE_S = 1.0
 
 
-def readiness(state: LoopState, now: float, broker_silence_s: float = BROKER_SILENCE_S) -> tuple[bool, str]:
-    """Ready = group joined, broker heard from recently, not draining. Pure, for tests."""
+def readiness(state: LoopState, broker_reachable: bool) -> tuple[bool, str]:
+    """Ready = consuming, group joined, broker answering, not draining. Pure, for tests."""
     if not state.started:
         return False, "starting"
     if state.draining:
         return False, "draining"
     if not state.joined:
         return False, "not yet joined the consumer group"
-    if now - state.last_broker_contact > broker_silence_s:
-        return False, f"no broker response for {now - state.last_broker_contact:.0f}s"
+    if not broker_reachable:
+        return False, "broker not answering metadata requests"
     return True, "ready"
 
 
-def build_app(metrics: Metrics, state: LoopState, loop_alive: Callable[[], bool]) -> web.Application:
+class BrokerProbe:
+    """Asks the broker for metadata, at most once a second, within a short timeout.
+
+    An empty fetch proves nothing (the client returns empty batches while it reconnects), so
+    readiness asks the broker an actual question; the cache keeps kubelet probes from adding load.
+    """
+
+    def __init__(self, ask: Callable[[], Awaitable[object]], timeout_s: float = PROBE_TIMEOUT_S) -> None:
+        self.ask = ask
+        self.timeout_s = timeout_s
+        self._checked_at = -PROBE_CACHE_S
+        self._reachable = False
+
+    async def reachable(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked_at < PROBE_CACHE_S:
+            return self._reachable
+        try:
+            await asyncio.wait_for(self.ask(), self.timeout_s)
+            self._reachable = True
+        except Exception:  # any failure to answer means not ready; the reason is in the client's logs
+            self._reachable = False
+        self._checked_at = time.monotonic()
+        return self._reachable
+
+
+def build_app(
+    metrics: Metrics, state: LoopState, loop_alive: Callable[[], bool], probe: BrokerProbe
+) -> web.Application:
     async def metrics_handler(_request: web.Request) -> web.Response:
         body = metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -39,7 +69,7 @@ def build_app(metrics: Metrics, state: LoopState, loop_alive: Callable[[], bool]
         return web.json_response({"status": "consumer loop stopped"}, status=503)
 
     async def readyz(_request: web.Request) -> web.Response:
-        ready, reason = readiness(state, time.monotonic())
+        ready, reason = readiness(state, await probe.reachable())
         metrics.ready.set(1 if ready else 0)
         return web.json_response({"ready": ready, "reason": reason}, status=200 if ready else 503)
 

@@ -48,7 +48,6 @@ class LoopState:
     started: bool = False
     joined: bool = False
     draining: bool = False
-    last_broker_contact: float = 0.0
     assignment: set[TopicPartition] = field(default_factory=set)
 
 
@@ -123,8 +122,9 @@ class KafkaLoop:
             self._progress.clear()
             batches = await self.consumer.getmany(timeout_ms=0, max_records=1)
         else:
-            batches = await self.consumer.getmany(timeout_ms=self.settings.poll_timeout_ms, max_records=budget)
-        self.state.last_broker_contact = time.monotonic()
+            batches = await self.consumer.getmany(
+                timeout_ms=self.settings.poll_timeout_ms, max_records=budget
+            )
         # Whatever getmany returned has moved the fetch position: it must be processed, never dropped,
         # even if a rebalance handed over an unpaused partition while the budget was full.
         for tp, records in batches.items():

@@ -23,7 +23,7 @@ from consumer.classify.local import LocalTier, train_local_model
 from consumer.classify.pipeline import Pipeline
 from consumer.config import Settings
 from consumer.dedup import RecentIds
-from consumer.health import build_app, start_http
+from consumer.health import BrokerProbe, build_app, start_http
 from consumer.kafka_common import client_options
 from consumer.kafka_loop import KafkaLoop, LoopSettings, OutcomeHook
 from consumer.metrics import Metrics
@@ -223,7 +223,12 @@ async def run_service(
     runner: web.AppRunner | None = None
     try:
         runner, http_port = await start_http(
-            build_app(metrics, loop.state, lambda: loop_task is not None and not loop_task.done()),
+            build_app(
+                metrics,
+                loop.state,
+                lambda: loop_task is not None and not loop_task.done(),
+                BrokerProbe(consumer.topics),
+            ),
             settings.metrics_host,
             settings.metrics_port,
         )

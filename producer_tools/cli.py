@@ -13,7 +13,13 @@ import sys
 from consumer import __version__
 from consumer.cli import run_cli
 
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "producer_tools.publish",
+    "producer_tools.tail",
+    "producer_tools.replay",
+    "producer_tools.evaluate",
+    "producer_tools.fake_api",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

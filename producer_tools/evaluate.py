@@ -1,0 +1,287 @@
+"""``ticket-tools evaluate``: measure the router's classifier pipeline on a labeled file.
+
+The pipeline is the service's own (consumer.service.build_tiers / build_pipeline with the same
+Settings, overridden by the flags below), so the figures are what production would do with the
+same configuration: accuracy, macro-F1, per-class precision/recall and confusion per axis,
+consistency over repeated runs, accuracy by language and account tier, escalations and tier mix,
+routed vs triaged, cost per 10k tickets, latency, and the coverage-vs-accuracy curve that tells
+how far a threshold can be lowered before the tier that decides alone gets too many wrong.
+
+  ticket-tools evaluate tests/data/eval_labeled.jsonl --tiers local --html report.html
+  ticket-tools evaluate test.csv --train train.csv --taxonomy taxonomies/banking77.yaml \\
+      --text-column text --label-column category --tiers local --json out.json
+  ticket-tools evaluate banking77-train.csv --cv 5 --taxonomy taxonomies/banking77.yaml \\
+      --text-column text --label-column category --tiers local
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from consumer.config import Settings, load_settings
+from consumer.errors import UserError
+from consumer.taxonomy import Taxonomy, load_taxonomy
+from producer_tools.evaluation import metrics
+from producer_tools.evaluation.dataset import LabeledTicket, read_labeled, training_jsonl
+from producer_tools.evaluation.runner import AxisAnswer, FoldRun, TicketOutcome, run_pipeline
+from producer_tools.evaluation.summary import summarize
+
+DEFAULT_CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class Options:
+    """The flags that shape a run, checked once so the run itself has nothing left to validate."""
+
+    labeled: Path
+    repeat: int
+    concurrency: int
+    train: Path | None
+    cv: int | None
+    seed: int
+    text_column: str | None
+    label_column: str | None
+    overrides: dict[str, object]
+
+
+def add_parser(subcommands: Any) -> None:
+    parser: argparse.ArgumentParser = subcommands.add_parser(
+        "evaluate",
+        help="measure the classifier pipeline on a labeled file (accuracy, cost, latency, coverage)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "labeled", type=Path, metavar="LABELED", help="labeled JSONL, or CSV with --text-column"
+    )
+    parser.add_argument(
+        "--tiers", help="ordered tiers, e.g. local or fast,strong (default: TIERS or the service's)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="K", help="run K times to measure consistency"
+    )
+    parser.add_argument(
+        "--taxonomy", type=Path, metavar="FILE", help="taxonomy file (default: TAXONOMY_PATH)"
+    )
+    parser.add_argument(
+        "--train",
+        type=Path,
+        metavar="TRAIN",
+        help="fit the local tier on TRAIN (JSONL, or CSV with the columns)",
+    )
+    parser.add_argument("--cv", type=int, metavar="K", help="stratified K-fold cross-validation on LABELED")
+    parser.add_argument("--seed", type=int, default=0, help="shuffling seed for --cv (default 0)")
+    parser.add_argument("--text-column", metavar="C", help="CSV column with the ticket text (default: text)")
+    parser.add_argument("--label-column", metavar="C", help="CSV column with the label (default: label)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"tickets in flight (default {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--json", type=Path, dest="json_out", metavar="OUT.json", help="write the full report"
+    )
+    parser.add_argument(
+        "--html", type=Path, dest="html_out", metavar="OUT.html", help="write a self-contained page"
+    )
+    parser.set_defaults(handler=run)
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    """Check the flags that depend on each other; each mistake is one line for the user."""
+    if args.repeat < 1:
+        raise UserError("--repeat must be at least 1")
+    if args.concurrency < 1:
+        raise UserError("--concurrency must be at least 1")
+    if args.cv is not None and args.cv < 2:
+        raise UserError("--cv needs at least 2 folds")
+    if args.cv is not None and args.train is not None:
+        raise UserError("--cv trains on the folds of LABELED; do not combine it with --train")
+    overrides: dict[str, object] = {}
+    if args.tiers is not None:
+        overrides["tiers"] = args.tiers
+    if args.taxonomy is not None:
+        overrides["taxonomy_path"] = args.taxonomy
+    return Options(
+        labeled=args.labeled,
+        repeat=args.repeat,
+        concurrency=args.concurrency,
+        train=args.train,
+        cv=args.cv,
+        seed=args.seed,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        overrides=overrides,
+    )
+
+
+def settings_for(options: Options, training_path: Path | None = None) -> Settings:
+    """The service's Settings (environment first), with the flags and a training file on top."""
+    overrides = dict(options.overrides)
+    if training_path is not None:
+        overrides["local_training_path"] = training_path
+    settings = load_settings(**overrides)
+    if (options.train is not None or options.cv is not None) and "local" not in settings.effective_tiers:
+        raise UserError(
+            f"--train and --cv fit the local tier, but the tiers are {','.join(settings.effective_tiers)}; "
+            "add local to --tiers"
+        )
+    return settings
+
+
+def write_training_file(items: Sequence[LabeledTicket], directory: Path, name: str) -> Path:
+    """Training rows in the format LOCAL_TRAINING_PATH reads, so the tier trains as in production."""
+    path = directory / name
+    path.write_bytes(training_jsonl(items))
+    return path
+
+
+def stratified_folds(labels: Sequence[str], k: int, seed: int) -> list[list[int]]:
+    """Test indices of each of ``k`` folds, every label spread evenly (scikit-learn's StratifiedKFold)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    if k > len(labels):
+        raise UserError(f"--cv {k}: only {len(labels)} labeled rows")
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    try:
+        return [list(test) for _, test in splitter.split(list(labels), list(labels))]
+    except ValueError as exc:
+        raise UserError(f"--cv {k}: {exc}") from None
+
+
+def fold_figures(
+    items: Sequence[LabeledTicket], outcomes: Sequence[TicketOutcome], axes: Sequence[str]
+) -> dict[str, float]:
+    """Mean accuracy and macro-F1 over axes for one fold's first run."""
+    accuracies, f1s = [], []
+    for axis in axes:
+        gold = [item.gold[axis] for item in items]
+        predicted = [outcome.labels[axis] for outcome in outcomes]
+        accuracies.append(metrics.accuracy(gold, predicted))
+        f1s.append(metrics.macro_f1(gold, predicted))
+    return {"accuracy": sum(accuracies) / len(axes), "macro_f1": sum(f1s) / len(axes)}
+
+
+async def cross_validate(
+    options: Options, taxonomy: Taxonomy, items: Sequence[LabeledTicket], directory: Path
+) -> tuple[dict[str, Any], list[LabeledTicket], FoldRun]:
+    """Train on k-1 folds, evaluate on the held-out one; every row is predicted exactly once.
+
+    Returns the per-fold figures and the pooled out-of-fold run (rows in fold order), from which
+    the per-class figures and curves are computed as for a single run.
+    """
+    assert options.cv is not None
+    axes = taxonomy.axis_names
+    folds = stratified_folds([item.gold[axes[0]] for item in items], options.cv, options.seed)
+    pooled_items: list[LabeledTicket] = []
+    pooled = FoldRun(runs=[[] for _ in range(options.repeat)], local_answers=[], train_s=0.0, eval_s=0.0)
+    per_fold = []
+    for number, test_indices in enumerate(folds, start=1):
+        held_out = set(test_indices)
+        train = [item for index, item in enumerate(items) if index not in held_out]
+        test = [items[index] for index in test_indices]
+        path = write_training_file(train, directory, f"fold-{number}.jsonl")
+        fold = await run_pipeline(
+            settings_for(options, path), taxonomy, test, options.repeat, options.concurrency
+        )
+        per_fold.append(
+            {
+                "fold": number,
+                "n_train": len(train),
+                "n_test": len(test),
+                "train_s": fold.train_s,
+                "eval_s": fold.eval_s,
+            }
+            | fold_figures(test, fold.runs[0], axes)
+        )
+        pooled_items.extend(test)
+        for pooled_run, run in zip(pooled.runs, fold.runs, strict=True):
+            pooled_run.extend(run)
+        if pooled.local_answers is not None and fold.local_answers is not None:
+            pooled.local_answers.extend(fold.local_answers)
+        else:
+            pooled.local_answers = None
+        pooled.train_s += fold.train_s
+        pooled.eval_s += fold.eval_s
+        pooled.tiers = fold.tiers
+    mean, std = metrics.mean_and_std([fold["accuracy"] for fold in per_fold])
+    cv = {
+        "folds": options.cv,
+        "seed": options.seed,
+        "accuracy_mean": mean,
+        "accuracy_std": std,
+        "per_fold": per_fold,
+    }
+    return cv, pooled_items, pooled
+
+
+async def single_run(
+    options: Options, taxonomy: Taxonomy, items: Sequence[LabeledTicket], directory: Path
+) -> tuple[FoldRun, int | None]:
+    """One pipeline over LABELED, the local tier fitted on --train when given."""
+    training_path, n_train = None, None
+    if options.train is not None:
+        train = read_labeled(options.train, taxonomy, options.text_column, options.label_column)
+        training_path, n_train = write_training_file(train, directory, "train.jsonl"), len(train)
+    settings = settings_for(options, training_path)
+    return await run_pipeline(settings, taxonomy, items, options.repeat, options.concurrency), n_train
+
+
+async def evaluate(options: Options) -> dict[str, Any]:
+    """The full report dict (what ``--json`` writes)."""
+    started = time.perf_counter()
+    taxonomy = load_taxonomy(settings_for(options).taxonomy_path)
+    items = read_labeled(options.labeled, taxonomy, options.text_column, options.label_column)
+    cv: dict[str, Any] | None = None
+    n_train: int | None = None
+    with tempfile.TemporaryDirectory(prefix="ticket-evaluate-") as tmp:
+        if options.cv is not None:
+            cv, evaluated, fold = await cross_validate(options, taxonomy, items, Path(tmp))
+        else:
+            evaluated = list(items)
+            fold, n_train = await single_run(options, taxonomy, items, Path(tmp))
+    local: list[dict[str, AxisAnswer]] | None = fold.local_answers
+    report = summarize(taxonomy, evaluated, fold.runs, local)
+    if cv is not None:
+        report["pooled_accuracy"] = report["accuracy"]
+        report["accuracy"] = cv["accuracy_mean"]
+        report["cv"] = cv
+    report["run"] = {
+        "labeled_file": str(options.labeled),
+        "taxonomy": taxonomy.name,
+        "taxonomy_fingerprint": taxonomy.fingerprint(),
+        "tiers": fold.tiers,
+        "repeat": options.repeat,
+        "concurrency": options.concurrency,
+        "train_file": str(options.train) if options.train is not None else None,
+        "n_train": n_train,
+        "train_s": fold.train_s,
+        "eval_s": fold.eval_s,
+        "wall_s": time.perf_counter() - started,
+    }
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    from producer_tools.evaluation import terminal
+
+    options = options_from(args)
+    report = asyncio.run(evaluate(options))
+    if args.json_out is not None:
+        args.json_out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    if args.html_out is not None:
+        from producer_tools.evaluation import html_report
+
+        args.html_out.write_text(html_report.render(report), encoding="utf-8")
+    terminal.render(report)
+    return 0

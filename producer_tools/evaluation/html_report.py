@@ -1,0 +1,242 @@
+"""The report as one self-contained HTML file: inline CSS, pictures as base64 PNGs.
+
+Self-contained so it can be attached to a ticket or a pull request and opened anywhere, with no
+server and no network. matplotlib (the ``reports`` extra) is imported here only, with the Agg
+backend, so the rest of ``evaluate`` works on a host without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from consumer.errors import UserError
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f4f4f4; }
+.weak { background: #fde2e2; }
+.note { color: #666; font-size: 0.85rem; max-width: 60rem; }
+img { max-width: 100%; border: 1px solid #eee; }
+details { margin: 0.5rem 0; }
+"""
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], row_classes: Sequence[str] = ()) -> str:
+    """An HTML table; cells are escaped here so callers pass plain text."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = []
+    for index, row in enumerate(rows):
+        css = row_classes[index] if index < len(row_classes) and row_classes[index] else ""
+        cells = "".join(f"<td>{html.escape(cell)}</td>" for cell in row)
+        body.append(f'<tr class="{css}">{cells}</tr>' if css else f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError(
+            "--html needs matplotlib: install the reports extra (pip install 'ticket-router[reports]')"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png_data_uri(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def confusion_png(axis: str, labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> str:
+    """Heatmap of the confusion matrix, coloured by row share (recall) so rare classes show too."""
+    plt = _pyplot()
+    size = max(4.0, min(18.0, 0.22 * len(labels) + 2.5))
+    figure, ax = plt.subplots(figsize=(size, size))
+    shares = [[cell / (sum(row) or 1) for cell in row] for row in matrix]
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7 if len(labels) > 20 else 9)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7 if len(labels) > 20 else 9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{axis}: confusion matrix (colour = share of the true class)")
+    if len(labels) <= 16:
+        for i, row in enumerate(matrix):
+            for j, cell in enumerate(row):
+                if cell:
+                    colour = "white" if shares[i][j] > 0.5 else "black"
+                    ax.text(j, i, str(cell), ha="center", va="center", fontsize=8, color=colour)
+    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    uri = png_data_uri(figure)
+    plt.close(figure)
+    return uri
+
+
+def coverage_png(points: Sequence[Mapping[str, Any]], source: str) -> str:
+    """Coverage and accuracy against the confidence threshold, on one 0..1 axis."""
+    plt = _pyplot()
+    figure, ax = plt.subplots(figsize=(7, 4))
+    thresholds = [p["threshold"] for p in points]
+    ax.plot(thresholds, [p["coverage"] for p in points], marker="o", label="coverage (share of tickets)")
+    for key, name, style in (
+        ("accuracy", "accuracy (mean over axes)", "-"),
+        ("all_axes_correct", "all axes right", "--"),
+    ):
+        pairs = [(p["threshold"], p[key]) for p in points if p[key] is not None]
+        if pairs:
+            ax.plot([t for t, _ in pairs], [v for _, v in pairs], linestyle=style, marker="s", label=name)
+    ax.set_xlabel("threshold t (min confidence over axes >= t)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    ax.set_title(f"Coverage vs accuracy ({source})")
+    uri = png_data_uri(figure)
+    plt.close(figure)
+    return uri
+
+
+def _groups_html(title: str, section: Mapping[str, Any]) -> str:
+    rows = [[group, str(v["n"]), pct(v["accuracy"])] for group, v in section["groups"].items()]
+    gap = section["largest_gap"]
+    note = (
+        f"Largest gap {pct(gap['gap'])}: {gap['best']} ({pct(gap['best_accuracy'])}) vs "
+        f"{gap['worst']} ({pct(gap['worst_accuracy'])}); groups under {section['min_group_size_for_gap']} "
+        "tickets are not compared."
+        if gap
+        else "Fewer than two groups large enough to compare."
+    )
+    return (
+        f"<h3>{html.escape(title)}</h3>{table(['group', 'tickets', 'accuracy'], rows)}"
+        f"<p class='note'>{html.escape(note)}</p>"
+    )
+
+
+def _axis_html(axis: str, figures: Mapping[str, Any]) -> str:
+    per_class = figures["per_class"]
+    rows, classes = [], []
+    for label, s in per_class.items():
+        rows.append(
+            [label, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"])]
+        )
+        classes.append("weak" if s["support"] and s["f1"] < 0.5 else "")
+    summary = (
+        f"accuracy {pct(figures['accuracy'])}, macro-F1 {figures['macro_f1']:.3f}, "
+        f"majority-class baseline {pct(figures['majority_baseline'])}, chance {pct(figures['chance'])}"
+    )
+    confusion = figures["confusion"]
+    image = confusion_png(axis, confusion["labels"], confusion["matrix"])
+    return (
+        f"<h2>Axis {html.escape(axis)}</h2><p>{html.escape(summary)}</p>"
+        f"<details open><summary>Per-class precision / recall (red: F1 below 0.5)</summary>"
+        f"{table(['label', 'precision', 'recall', 'F1', 'support'], rows, classes)}</details>"
+        f"<img alt='confusion matrix of {html.escape(axis)}' src='{image}'>"
+    )
+
+
+def _overview_html(report: Mapping[str, Any]) -> str:
+    outcomes, escalation, latency = report["outcomes"], report["escalation"], report["latency_ms"]
+    consistency = report["consistency"]
+    share = ", ".join(f"{k} {pct(v)}" for k, v in escalation["tier_mix"].items())
+    kinds = ", ".join(f"{k} {pct(v)}" for k, v in outcomes["triaged_by_kind"].items()) or "—"
+    rows = [
+        ["accuracy (mean over axes)", pct(report["accuracy"])],
+        ["macro-F1 (mean over axes)", f"{report['macro_f1']:.3f}"],
+        ["all axes right", pct(report["all_axes_correct"])],
+        ["accuracy of routed tickets", pct(report["routed_accuracy"])],
+        [
+            "routed",
+            f"{pct(outcomes['routed'])} (flagged low confidence {pct(outcomes['routed_low_confidence'])})",
+        ],
+        ["triaged", f"{pct(outcomes['triaged'])} ({kinds})"],
+        ["escalation rate", pct(escalation["rate"])],
+        ["decided by (tier mix)", share],
+        ["cost per 10k tickets", f"${report['cost']['per_10k_tickets_usd']:.2f}"],
+        ["latency p50 / p95", f"{latency['p50']:.1f} ms / {latency['p95']:.1f} ms"],
+        [f"consistency over {consistency['repeats']} runs", pct(consistency["share"])],
+    ]
+    return table(["figure", "value"], rows)
+
+
+def _curve_html(curve: Mapping[str, Any]) -> str:
+    rows = [
+        [
+            f"{p['threshold']:.2f}",
+            pct(p["coverage"]),
+            str(p["n"]),
+            pct(p["accuracy"]),
+            pct(p["all_axes_correct"]),
+        ]
+        for p in curve["points"]
+    ]
+    note = (
+        "Read a row as: if the tier may decide alone whenever its least confident axis is at least t, it "
+        "takes 'coverage' of the tickets and is right on them with 'accuracy'. Pick the lowest t whose "
+        "accuracy meets the precision you need; the rest escalates."
+    )
+    return (
+        f"<h2>Coverage vs accuracy ({html.escape(curve['source'])})</h2>"
+        f"<p class='note'>{html.escape(note)}</p>"
+        f"<img alt='coverage curve' src='{coverage_png(curve['points'], curve['source'])}'>"
+        f"{table(['t', 'coverage', 'tickets', 'accuracy', 'all axes right'], rows)}"
+    )
+
+
+def _cv_html(cv: Mapping[str, Any]) -> str:
+    rows = [
+        [
+            str(f["fold"]),
+            str(f["n_train"]),
+            str(f["n_test"]),
+            pct(f["accuracy"]),
+            f"{f['macro_f1']:.3f}",
+            f"{f['train_s']:.1f}",
+            f"{f['eval_s']:.1f}",
+        ]
+        for f in cv["per_fold"]
+    ]
+    title = (
+        f"{cv['folds']}-fold stratified cross-validation: "
+        f"accuracy {pct(cv['accuracy_mean'])} ± {pct(cv['accuracy_std'])}"
+    )
+    return f"<h2>{html.escape(title)}</h2>" + table(
+        ["fold", "train", "test", "accuracy", "macro-F1", "train s", "eval s"], rows
+    )
+
+
+def render(report: Mapping[str, Any]) -> str:
+    run = report["run"]
+    title = f"ticket-router evaluation: {run['labeled_file']}"
+    subtitle = (
+        f"{report['n']} tickets · taxonomy {run['taxonomy']} · tiers {','.join(run['tiers'])} · "
+        f"{run['repeat']} run(s) · {run['wall_s']:.1f} s"
+    )
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>",
+        "<h2>Overview</h2>",
+        _overview_html(report),
+    ]
+    if report.get("cv"):
+        parts.append(_cv_html(report["cv"]))
+    parts.append(_groups_html("Accuracy by language", report["by_language"]))
+    parts.append(_groups_html("Accuracy by account tier", report["by_account_tier"]))
+    parts.append(_curve_html(report["coverage_curve"]))
+    parts.extend(_axis_html(axis, figures) for axis, figures in report["axes"].items())
+    parts.append("</body></html>")
+    return "".join(parts)

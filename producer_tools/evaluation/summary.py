@@ -1,0 +1,193 @@
+"""Turns pipeline outcomes into the report: a plain JSON-ready dict that every renderer reads.
+
+One dict (not objects) because it is the contract of ``--json`` and both the terminal table and
+the HTML page are drawn from it, so the three outputs cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from consumer.taxonomy import Taxonomy
+from producer_tools.evaluation import metrics
+from producer_tools.evaluation.dataset import LabeledTicket
+from producer_tools.evaluation.runner import AxisAnswer, TicketOutcome
+
+TRIAGE_GROUP = "needs-human-triage"
+MIN_GROUP_FOR_GAP = 5
+"""Groups smaller than this are shown but never named the best or worst: too few to mean much."""
+
+
+def _share(count: int, total: int) -> float:
+    return count / total if total else 0.0
+
+
+def axis_report(gold: Sequence[str], predicted: Sequence[str], known_labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, baselines, per-class figures and the confusion matrix of one axis."""
+    labels = metrics.label_order(gold, predicted, known_labels)
+    stats = metrics.per_class(gold, predicted, labels)
+    return {
+        "accuracy": metrics.accuracy(gold, predicted),
+        "macro_f1": metrics.macro_f1(gold, predicted),
+        "majority_baseline": metrics.majority_baseline(gold),
+        "chance": 1 / len(known_labels) if known_labels else 0.0,
+        "per_class": {
+            label: {"precision": s.precision, "recall": s.recall, "f1": s.f1, "support": s.support}
+            for label, s in stats.items()
+        },
+        "confusion": {"labels": labels, "matrix": metrics.confusion_matrix(gold, predicted, labels)},
+    }
+
+
+def correctness(
+    items: Sequence[LabeledTicket], outcomes: Sequence[TicketOutcome], axes: Sequence[str]
+) -> list[list[bool]]:
+    """Per ticket, per axis: did the pipeline's label match the gold one."""
+    return [
+        [outcome.labels[axis] == item.gold[axis] for axis in axes]
+        for item, outcome in zip(items, outcomes, strict=True)
+    ]
+
+
+def group_report(groups: Sequence[str], scores: Sequence[float]) -> dict[str, Any]:
+    by_group = metrics.accuracy_by_group(groups, scores)
+    gap = metrics.largest_gap(by_group, MIN_GROUP_FOR_GAP)
+    return {
+        "groups": {group: {"n": g.n, "accuracy": g.accuracy} for group, g in by_group.items()},
+        "largest_gap": None
+        if gap is None
+        else {
+            "best": gap.best,
+            "best_accuracy": gap.best_accuracy,
+            "worst": gap.worst,
+            "worst_accuracy": gap.worst_accuracy,
+            "gap": gap.gap,
+        },
+        "min_group_size_for_gap": MIN_GROUP_FOR_GAP,
+    }
+
+
+def outcome_report(outcomes: Sequence[TicketOutcome]) -> dict[str, Any]:
+    """Routed vs triaged, and why tickets were triaged."""
+    n = len(outcomes)
+    routed = sum(o.routed for o in outcomes)
+    flagged = sum(o.routed and o.low_confidence for o in outcomes)
+    kinds = Counter(o.error_kind for o in outcomes if o.error_kind is not None)
+    return {
+        "routed": _share(routed, n),
+        "routed_low_confidence": _share(flagged, n),
+        "triaged": _share(n - routed, n),
+        "triaged_by_kind": {kind: _share(count, n) for kind, count in sorted(kinds.items())},
+    }
+
+
+def escalation_report(outcomes: Sequence[TicketOutcome]) -> dict[str, Any]:
+    """Escalation rate, which tier decided (the tier mix) and how often each tier was called."""
+    n = len(outcomes)
+    decided = Counter(o.final_tier or TRIAGE_GROUP for o in outcomes)
+    visited = Counter(tier for o in outcomes for tier in set(o.tiers_tried))
+    return {
+        "rate": _share(sum(o.escalated for o in outcomes), n),
+        "tier_mix": {tier: _share(count, n) for tier, count in decided.most_common()},
+        "tier_calls": {tier: _share(count, n) for tier, count in visited.most_common()},
+    }
+
+
+def cost_and_latency(runs: Sequence[Sequence[TicketOutcome]]) -> dict[str, Any]:
+    """Pooled over every repeat: more samples, same expectation as one run."""
+    outcomes = [o for run in runs for o in run]
+    total = sum(o.cost_usd for o in outcomes)
+    per_ticket = _share_float(total, len(outcomes))
+    latencies = [o.latency_ms for o in outcomes]
+    return {
+        "cost": {
+            "total_usd": total,
+            "per_ticket_usd": per_ticket,
+            "per_10k_tickets_usd": per_ticket * 10_000,
+        },
+        "latency_ms": {
+            "p50": metrics.percentile(latencies, 50) if latencies else None,
+            "p95": metrics.percentile(latencies, 95) if latencies else None,
+            "max": max(latencies) if latencies else None,
+        },
+    }
+
+
+def _share_float(total: float, n: int) -> float:
+    return total / n if n else 0.0
+
+
+def curve_report(
+    items: Sequence[LabeledTicket],
+    outcomes: Sequence[TicketOutcome],
+    local: Sequence[dict[str, AxisAnswer]] | None,
+    axes: Sequence[str],
+) -> dict[str, Any]:
+    """Coverage vs accuracy from the local tier's own answers, or the final answers without it."""
+    if local is not None:
+        source = "local tier"
+        min_conf = [min(answer[axis].confidence for axis in axes) for answer in local]
+        correct = [
+            [answer[axis].label == item.gold[axis] for axis in axes]
+            for item, answer in zip(items, local, strict=True)
+        ]
+    else:
+        source = "final answer (no local tier)"
+        min_conf = [min(o.confidences[axis] for axis in axes) for o in outcomes]
+        correct = correctness(items, outcomes, axes)
+    points = metrics.coverage_curve(min_conf, correct, metrics.threshold_grid())
+    return {
+        "source": source,
+        "points": [
+            {
+                "threshold": p.threshold,
+                "n": p.n,
+                "coverage": p.coverage,
+                "accuracy": p.accuracy,
+                "all_axes_correct": p.all_axes_correct,
+            }
+            for p in points
+        ],
+    }
+
+
+def summarize(
+    taxonomy: Taxonomy,
+    items: Sequence[LabeledTicket],
+    runs: Sequence[Sequence[TicketOutcome]],
+    local: Sequence[dict[str, AxisAnswer]] | None,
+) -> dict[str, Any]:
+    """The whole report; accuracy figures come from the first run, consistency from all of them."""
+    axes = taxonomy.axis_names
+    first = runs[0]
+    axis_reports = {
+        axis: axis_report(
+            [item.gold[axis] for item in items],
+            [o.labels[axis] for o in first],
+            list(taxonomy.axes[axis].labels),
+        )
+        for axis in axes
+    }
+    correct = correctness(items, first, axes)
+    scores = [sum(row) / len(row) for row in correct]
+    routed_scores = [score for score, o in zip(scores, first, strict=True) if o.routed]
+    return {
+        "n": len(items),
+        "accuracy": sum(r["accuracy"] for r in axis_reports.values()) / len(axes),
+        "macro_f1": sum(r["macro_f1"] for r in axis_reports.values()) / len(axes),
+        "all_axes_correct": _share(sum(all(row) for row in correct), len(correct)),
+        "routed_accuracy": sum(routed_scores) / len(routed_scores) if routed_scores else None,
+        "axes": axis_reports,
+        "consistency": {
+            "repeats": len(runs),
+            "share": metrics.consistency([[o.label_tuple(axes) for o in run] for run in runs]),
+        },
+        "by_language": group_report([item.language for item in items], scores),
+        "by_account_tier": group_report([item.account_tier for item in items], scores),
+        "outcomes": outcome_report(first),
+        "escalation": escalation_report(first),
+        **cost_and_latency(runs),
+        "coverage_curve": curve_report(items, first, local, axes),
+    }

@@ -1,0 +1,144 @@
+"""The report as rich tables on the terminal: the figures a reader acts on, not every class.
+
+Per-class tables for 77 intents would bury the headline, so the terminal shows the weakest
+classes per axis and leaves the full tables to ``--json`` and ``--html``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+WEAKEST_SHOWN = 3
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def weakest_classes(per_class: Mapping[str, Mapping[str, Any]], count: int = WEAKEST_SHOWN) -> str:
+    """The ``count`` classes with the lowest F1 among those present in the gold labels."""
+    present = [(stats["f1"], label) for label, stats in per_class.items() if stats["support"] > 0]
+    return ", ".join(f"{label} ({f1:.2f})" for f1, label in sorted(present)[:count])
+
+
+def axes_table(report: Mapping[str, Any]) -> Table:
+    table = Table(title="Accuracy per axis")
+    for column in ("axis", "accuracy", "macro-F1", "majority", "chance", "weakest classes (F1)"):
+        table.add_column(column, justify="left" if column in ("axis", "weakest classes (F1)") else "right")
+    for axis, figures in report["axes"].items():
+        table.add_row(
+            axis,
+            pct(figures["accuracy"]),
+            f"{figures['macro_f1']:.3f}",
+            pct(figures["majority_baseline"]),
+            pct(figures["chance"]),
+            weakest_classes(figures["per_class"]),
+        )
+    table.add_row(
+        "[bold]mean[/bold]",
+        f"[bold]{pct(report['accuracy'])}[/bold]",
+        f"{report['macro_f1']:.3f}",
+        "",
+        "",
+        "",
+    )
+    return table
+
+
+def _shares(shares: Mapping[str, float]) -> str:
+    return ", ".join(f"{name} {pct(share)}" for name, share in shares.items()) or "—"
+
+
+def _gap(section: Mapping[str, Any]) -> str:
+    groups = ", ".join(f"{g} {pct(v['accuracy'])} (n={v['n']})" for g, v in section["groups"].items())
+    gap = section["largest_gap"]
+    if gap is None:
+        return groups
+    best = f"{gap['best']} {pct(gap['best_accuracy'])}"
+    worst = f"{gap['worst']} {pct(gap['worst_accuracy'])}"
+    return f"{groups}\nlargest gap {pct(gap['gap'])}: {best} vs {worst}"
+
+
+def pipeline_table(report: Mapping[str, Any]) -> Table:
+    table = Table(title="Pipeline", show_header=False)
+    table.add_column("figure")
+    table.add_column("value")
+    outcomes, escalation = report["outcomes"], report["escalation"]
+    latency, consistency = report["latency_ms"], report["consistency"]
+    rows = [
+        ("tickets", str(report["n"])),
+        ("all axes right", pct(report["all_axes_correct"])),
+        ("accuracy of routed tickets", pct(report["routed_accuracy"])),
+        (
+            "routed",
+            f"{pct(outcomes['routed'])} (flagged low confidence {pct(outcomes['routed_low_confidence'])})",
+        ),
+        ("triaged", f"{pct(outcomes['triaged'])} {_shares(outcomes['triaged_by_kind'])}"),
+        ("escalation rate", pct(escalation["rate"])),
+        ("decided by (tier mix)", _shares(escalation["tier_mix"])),
+        ("cost per 10k tickets", f"${report['cost']['per_10k_tickets_usd']:.2f}"),
+        ("latency p50 / p95", f"{latency['p50']:.1f} ms / {latency['p95']:.1f} ms"),
+        (
+            f"consistency over {consistency['repeats']} runs",
+            pct(consistency["share"]) if consistency["share"] is not None else "— (use --repeat K)",
+        ),
+        ("by language", _gap(report["by_language"])),
+        ("by account tier", _gap(report["by_account_tier"])),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def curve_table(report: Mapping[str, Any]) -> Table:
+    curve = report["coverage_curve"]
+    table = Table(title=f"Coverage vs accuracy ({curve['source']}: min confidence over axes >= t)")
+    for column in ("t", "coverage", "tickets", "accuracy", "all axes right"):
+        table.add_column(column, justify="right")
+    for point in curve["points"]:
+        table.add_row(
+            f"{point['threshold']:.2f}",
+            pct(point["coverage"]),
+            str(point["n"]),
+            pct(point["accuracy"]),
+            pct(point["all_axes_correct"]),
+        )
+    return table
+
+
+def cv_table(cv: Mapping[str, Any]) -> Table:
+    table = Table(
+        title=f"{cv['folds']}-fold cross-validation: accuracy "
+        f"{pct(cv['accuracy_mean'])} ± {pct(cv['accuracy_std'])}"
+    )
+    for column in ("fold", "train", "test", "accuracy", "macro-F1", "train s", "eval s"):
+        table.add_column(column, justify="right")
+    for fold in cv["per_fold"]:
+        table.add_row(
+            str(fold["fold"]),
+            str(fold["n_train"]),
+            str(fold["n_test"]),
+            pct(fold["accuracy"]),
+            f"{fold['macro_f1']:.3f}",
+            f"{fold['train_s']:.1f}",
+            f"{fold['eval_s']:.1f}",
+        )
+    return table
+
+
+def render(report: Mapping[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    run = report["run"]
+    console.print(
+        f"[bold]{run['labeled_file']}[/bold]: {report['n']} tickets, taxonomy {run['taxonomy']}, "
+        f"tiers {','.join(run['tiers'])}, {run['wall_s']:.1f} s"
+    )
+    console.print(axes_table(report))
+    console.print(pipeline_table(report))
+    console.print(curve_table(report))
+    if report.get("cv"):
+        console.print(cv_table(report["cv"]))
