@@ -23,6 +23,8 @@ class ConfigError(ValueError):
 DEFAULT_PRICES: dict[str, dict[str, float]] = {
     # USD per million tokens. Cache writes with the 5-minute TTL cost 1.25x input, reads 0.1x.
     "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_write": 1.25, "cache_read": 0.10},
+    "claude-sonnet-4-6": {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.30},
+    # Reaches end of life on 2026-11-30 (the SDK warns); priced so existing deployments keep working.
     "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.30},
 }
 
@@ -71,7 +73,7 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
     fast_model: str = "claude-haiku-4-5"
-    strong_model: str = "claude-sonnet-4-5"
+    strong_model: str = "claude-sonnet-4-6"
     model_prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     non_english_to_strong: bool = True
     llm_max_tokens: int = Field(default=600, ge=64)

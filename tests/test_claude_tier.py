@@ -28,11 +28,8 @@ from consumer.taxonomy import load_taxonomy
 from producer_tools.fake_api import FakeApiServer, ModelScript, Scenario
 from schemas.events import ErrorKind, TicketEvent, TokenUsage
 
-# The SDK flags Sonnet 4.5 as deprecated; it is still the router's default strong model.
-pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
-
 HAIKU = "claude-haiku-4-5"
-SONNET = "claude-sonnet-4-5"
+SONNET = "claude-sonnet-4-6"
 API_KEY = "sk-ant-api03-TESTKEY-must-never-leak-0123456789"
 TAXONOMY = load_taxonomy()
 EXAMPLES = load_examples()

@@ -46,13 +46,14 @@ def is_malformed(step: str) -> TypeGuard[MalformedKind]:
     return step in MALFORMED_KINDS
 
 
-DEFAULT_MODELS: tuple[str, ...] = ("claude-haiku-4-5", "claude-sonnet-4-5")
+DEFAULT_MODELS: tuple[str, ...] = ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-sonnet-4-5")
 
 # Minimum cacheable prompt length per model family, matched by prefix (longest wins), mirroring the
 # published limits: a prefix shorter than this is silently not cached by the real API.
 DEFAULT_MIN_CACHEABLE_TOKENS: dict[str, int] = {
     "claude-haiku-4-5": 4096,
     "claude-opus-4-5": 4096,
+    "claude-sonnet-4-6": 2048,
     "claude-sonnet-4-5": 1024,
     "claude-haiku-3-5": 2048,
 }
