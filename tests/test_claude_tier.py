@@ -319,6 +319,9 @@ async def test_an_invalid_fast_answer_falls_to_strong(api: Harness) -> None:
     assert [a.outcome for a in result.attempts] == ["invalid_output", "answered"]
     assert result.model_used == SONNET
     assert result.error_kind is None
+    invalid = result.attempts[0]
+    assert invalid.usage.output_tokens > 0 and invalid.cost_usd > 0, "an invalid answer is still billed"
+    assert result.cost_usd == pytest.approx(invalid.cost_usd + result.attempts[1].cost_usd)
 
 
 async def test_invalid_output_is_raised_by_the_tier(api: Harness) -> None:

@@ -6,15 +6,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from schemas.events import Classification, TicketEvent, TierAttempt
+from schemas.events import Classification, TicketEvent, TierAttempt, TokenUsage
 
 
 class TierError(Exception):
-    """A tier could not produce a usable answer; ``attempts`` calls were made."""
+    """A tier could not produce a usable answer; ``attempts`` calls were made.
 
-    def __init__(self, message: str, attempts: int = 1) -> None:
+    ``usage`` and ``cost_usd`` carry what the failed calls were still billed (an invalid answer
+    costs as much as a valid one), so spend figures stay honest.
+    """
+
+    def __init__(
+        self, message: str, attempts: int = 1, usage: TokenUsage | None = None, cost_usd: float = 0.0
+    ) -> None:
         super().__init__(message)
         self.attempts = attempts
+        self.usage = usage or TokenUsage()
+        self.cost_usd = cost_usd
 
 
 class TierUnavailable(TierError):

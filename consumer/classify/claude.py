@@ -349,7 +349,12 @@ class ClaudeTier:
             classification = classification_from_reply(reply.stop_reason, texts, self.taxonomy)
         except AnswerError as exc:
             self._record_request("invalid_output")
-            raise TierInvalidOutput(f"{self.model}: {exc}", attempts=call.attempts) from None
+            raise TierInvalidOutput(
+                f"{self.model}: {exc}",
+                attempts=call.attempts,
+                usage=usage,
+                cost_usd=cost_usd(usage, self.price, one_hour_writes),
+            ) from None
         self._record_request("ok")
         attempt = TierAttempt(
             tier=self.name,

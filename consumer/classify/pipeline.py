@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from consumer.classify.base import (
     Tier,
+    TierError,
     TierInvalidOutput,
     TierUnavailable,
     axes_below_threshold,
@@ -121,11 +122,11 @@ class Pipeline:
                 answer = await tier.classify(ticket)
             except TierUnavailable as exc:
                 last_failure, message = ErrorKind.LLM_UNAVAILABLE, f"{name}: {exc}"
-                result.attempts.append(self._failed(tier, "unavailable", exc.attempts, started, str(exc)))
+                result.attempts.append(self._failed(tier, "unavailable", exc, started))
                 continue
             except TierInvalidOutput as exc:
                 last_failure, message = ErrorKind.LLM_INVALID_OUTPUT, f"{name}: {exc}"
-                result.attempts.append(self._failed(tier, "invalid_output", exc.attempts, started, str(exc)))
+                result.attempts.append(self._failed(tier, "invalid_output", exc, started))
                 continue
             below = axes_below_threshold(answer.classification, self.thresholds)
             result.classification = answer.classification
@@ -141,15 +142,17 @@ class Pipeline:
         return result
 
     @staticmethod
-    def _failed(tier: Tier, outcome: str, attempts: int, started: float, error: str) -> TierAttempt:
+    def _failed(tier: Tier, outcome: str, error: TierError, started: float) -> TierAttempt:
         return TierAttempt.model_validate(
             {
                 "tier": tier.name,
                 "model": tier.model,
                 "outcome": outcome,
-                "attempts": attempts,
+                "attempts": error.attempts,
                 "latency_ms": (time.perf_counter() - started) * 1000,
-                "error": error[:500],
+                "usage": error.usage,
+                "cost_usd": error.cost_usd,
+                "error": str(error)[:500],
             }
         )
 
