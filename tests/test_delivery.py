@@ -62,6 +62,8 @@ async def test_duplicates_agent_replies_and_follow_ups(bootstrap: str) -> None:
     counter = OutcomeCounter()
     async with running_router(settings, extra_hooks=[counter.hook]) as running:
         await counter.wait_for(len(events))
+        await running.loop.commit()
+        await running.loop.refresh_lag()
         scrape = running.metrics.exposition().decode()
 
     kinds = [(o.kind, o.skip_reason) for o in counter.outcomes]
@@ -71,6 +73,9 @@ async def test_duplicates_agent_replies_and_follow_ups(bootstrap: str) -> None:
     assert 'ticket_router_tickets_skipped_total{reason="duplicate"} 1.0' in scrape
     assert 'ticket_router_tickets_skipped_total{reason="agent_reply"} 1.0' in scrape
     assert "ticket_router_reclassifications_total 1.0" in scrape
+    # all four records share a key, so one partition holds them: its lag is highwater - committed = 0
+    lag_lines = [line for line in scrape.splitlines() if line.startswith("ticket_router_consumer_lag{")]
+    assert lag_lines and all(line.endswith(" 0.0") for line in lag_lines), lag_lines
     # skipped records are committed like any other
     committed = committed_offsets(bootstrap, settings.consumer_group, settings.input_topic, 3)
     assert sum(o for o in committed.values() if o > 0) == len(events)
