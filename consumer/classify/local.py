@@ -216,14 +216,18 @@ class LocalTier:
 
 
 _TRAINED: dict[tuple[str, str], LocalModel] = {}
+TRAINED_CACHE_SIZE = 2
 
 
 def train_local_model(taxonomy: Taxonomy, training_path: Path | None = None) -> LocalModel:
-    """Train, or reuse the model this process already trained on the same taxonomy and file.
+    """Train, or reuse the model this process trained on the same taxonomy and file.
 
-    A fitted model is read-only, so tools and tests that build several pipelines share one.
+    A fitted model is read-only, so tests and tools that build several pipelines share one; only
+    the two most recent are kept, so a cross-validation run does not hold every fold's model.
     """
     key = (taxonomy.fingerprint(), str(Path(training_path).resolve()) if training_path else "<bundled>")
-    if key not in _TRAINED:
-        _TRAINED[key] = LocalModel(taxonomy).fit(read_training_jsonl(training_path))
-    return _TRAINED[key]
+    model = _TRAINED.pop(key, None) or LocalModel(taxonomy).fit(read_training_jsonl(training_path))
+    _TRAINED[key] = model
+    while len(_TRAINED) > TRAINED_CACHE_SIZE:
+        del _TRAINED[next(iter(_TRAINED))]
+    return model

@@ -140,11 +140,13 @@ def _axis_html(axis: str, figures: Mapping[str, Any]) -> str:
     )
     confusion = figures["confusion"]
     image = confusion_png(axis, confusion["labels"], confusion["matrix"])
+    confused = [[c["true"], c["predicted"], str(c["count"])] for c in figures["top_confusions"]]
     return (
         f"<h2>Axis {html.escape(axis)}</h2><p>{html.escape(summary)}</p>"
         f"<details open><summary>Per-class precision / recall (red: F1 below 0.5)</summary>"
         f"{table(['label', 'precision', 'recall', 'F1', 'support'], rows, classes)}</details>"
         f"<img alt='confusion matrix of {html.escape(axis)}' src='{image}'>"
+        f"<h3>Most frequent confusions</h3>{table(['true', 'predicted', 'tickets'], confused)}"
     )
 
 

@@ -94,6 +94,23 @@ def confusion_matrix(gold: Sequence[str], predicted: Sequence[str], labels: Sequ
     return matrix
 
 
+def top_confusions(
+    labels: Sequence[str], matrix: Sequence[Sequence[int]], count: int = 10
+) -> list[tuple[str, str, int]]:
+    """The ``count`` largest off-diagonal cells as (true, predicted, tickets), largest first.
+
+    With dozens of labels a heatmap shows that errors exist but not which pairs to fix first (a
+    description to sharpen, examples to add, two labels to merge); this list does.
+    """
+    cells = [
+        (labels[i], labels[j], cell)
+        for i, row in enumerate(matrix)
+        for j, cell in enumerate(row)
+        if i != j and cell > 0
+    ]
+    return sorted(cells, key=lambda c: (-c[2], c[0], c[1]))[:count]
+
+
 def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else 0.0
 

@@ -16,6 +16,7 @@ from producer_tools.evaluation.dataset import LabeledTicket
 from producer_tools.evaluation.runner import AxisAnswer, TicketOutcome
 
 TRIAGE_GROUP = "needs-human-triage"
+TOP_CONFUSIONS = 10
 MIN_GROUP_FOR_GAP = 5
 """Groups smaller than this are shown but never named the best or worst: too few to mean much."""
 
@@ -28,6 +29,7 @@ def axis_report(gold: Sequence[str], predicted: Sequence[str], known_labels: Seq
     """Accuracy, macro-F1, baselines, per-class figures and the confusion matrix of one axis."""
     labels = metrics.label_order(gold, predicted, known_labels)
     stats = metrics.per_class(gold, predicted, labels)
+    matrix = metrics.confusion_matrix(gold, predicted, labels)
     return {
         "accuracy": metrics.accuracy(gold, predicted),
         "macro_f1": metrics.macro_f1(gold, predicted),
@@ -37,7 +39,11 @@ def axis_report(gold: Sequence[str], predicted: Sequence[str], known_labels: Seq
             label: {"precision": s.precision, "recall": s.recall, "f1": s.f1, "support": s.support}
             for label, s in stats.items()
         },
-        "confusion": {"labels": labels, "matrix": metrics.confusion_matrix(gold, predicted, labels)},
+        "confusion": {"labels": labels, "matrix": matrix},
+        "top_confusions": [
+            {"true": true, "predicted": pred, "count": n}
+            for true, pred, n in metrics.top_confusions(labels, matrix, TOP_CONFUSIONS)
+        ],
     }
 
 

@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 WEAKEST_SHOWN = 3
+PIPED_WIDTH = 120
+"""Width when stdout is not a terminal (CI logs, files): rich's default of 80 wraps every row."""
 
 
 def pct(value: float | None) -> str:
@@ -96,7 +98,7 @@ def pipeline_table(report: Mapping[str, Any]) -> Table:
 
 def curve_table(report: Mapping[str, Any]) -> Table:
     curve = report["coverage_curve"]
-    table = Table(title=f"Coverage vs accuracy ({curve['source']}: min confidence over axes >= t)")
+    table = Table(title=f"Coverage vs accuracy ({curve['source']})", caption="t: least confident axis >= t")
     for column in ("t", "coverage", "tickets", "accuracy", "all axes right"):
         table.add_column(column, justify="right")
     for point in curve["points"]:
@@ -131,7 +133,10 @@ def cv_table(cv: Mapping[str, Any]) -> Table:
 
 
 def render(report: Mapping[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=PIPED_WIDTH)
     run = report["run"]
     console.print(
         f"[bold]{run['labeled_file']}[/bold]: {report['n']} tickets, taxonomy {run['taxonomy']}, "
