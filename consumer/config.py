@@ -77,11 +77,11 @@ class Settings(BaseSettings):
     model_prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     non_english_to_strong: bool = True
     llm_max_tokens: int = Field(default=600, ge=64)
-    llm_timeout_s: float = Field(default=20.0, gt=0)
+    llm_timeout_s: float = Field(default=15.0, gt=0)
     llm_max_attempts: int = Field(default=4, ge=1, le=20)
     llm_backoff_initial_s: float = Field(default=0.5, gt=0)
     llm_backoff_max_s: float = Field(default=8.0, gt=0)
-    ticket_deadline_s: float = Field(default=60.0, gt=0)
+    ticket_deadline_s: float = Field(default=20.0, gt=0)
     prompt_cache_ttl: Literal["5m", "1h"] = "5m"
 
     # Concurrency and shutdown
@@ -126,6 +126,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "KAFKA_SECURITY_PROTOCOL=SASL_* needs KAFKA_SASL_MECHANISM (PLAIN, SCRAM-SHA-256, "
                 "SCRAM-SHA-512), KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        if self.ticket_deadline_s > self.drain_timeout_s:
+            # A ticket still classifying when SIGTERM's drain ends is cancelled and redelivered, i.e.
+            # classified and paid for twice; the deadline must fit inside the drain.
+            raise ValueError(
+                f"TICKET_DEADLINE_S ({self.ticket_deadline_s:g}) must not exceed DRAIN_TIMEOUT_S "
+                f"({self.drain_timeout_s:g}): in-flight tickets must be able to finish during a drain"
             )
         needs_key = [t for t in self.effective_tiers if t != "local"]
         if needs_key and self.anthropic_api_key is None:

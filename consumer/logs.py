@@ -44,5 +44,7 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiokafka logs every coordinator step at INFO; keep its warnings only.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # aiokafka logs every coordinator step at INFO, and the SDK's HTTP client (httpx2) every request
+    # ("HTTP Request: POST …"), one more line per Claude call; keep their warnings only.
+    for noisy in ("aiokafka", "httpx2", "httpx"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

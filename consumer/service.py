@@ -34,6 +34,7 @@ from consumer.topics import ensure_topics, topics_to_create
 log = logging.getLogger("ticket_router")
 
 FETCH_BYTES_HEADROOM = 2
+REBALANCE_MARGIN_S = 5.0
 
 
 def build_tiers(settings: Settings, taxonomy: Taxonomy, metrics: Metrics | None = None) -> list[Tier]:
@@ -193,6 +194,9 @@ async def run_service(
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         max_poll_interval_ms=settings.max_poll_interval_ms,
+        # Revoked partitions are drained (up to DRAIN_TIMEOUT_S) before the member rejoins; the
+        # coordinator must wait that long, or the drain costs the member its place in the group.
+        rebalance_timeout_ms=int((settings.drain_timeout_s + REBALANCE_MARGIN_S) * 1000),
         max_partition_fetch_bytes=fetch_bytes,
         fetch_max_bytes=max(fetch_bytes, 52_428_800),
     )

@@ -28,6 +28,10 @@ def test_a_key_selects_fast_then_strong() -> None:
         ({"low_confidence_action": "drop"}, "LOW_CONFIDENCE_ACTION"),
         ({"max_in_flight": 0}, "MAX_IN_FLIGHT"),
         ({"kafka_security_protocol": "SASL_SSL"}, "KAFKA_SASL_MECHANISM"),
+        (
+            {"ticket_deadline_s": 30, "drain_timeout_s": 25},
+            "TICKET_DEADLINE_S (30) must not exceed DRAIN_TIMEOUT_S (25)",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(overrides: dict[str, object], expected: str) -> None:

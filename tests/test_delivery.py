@@ -158,7 +158,7 @@ def test_sigterm_mid_stream_exits_zero_and_nothing_is_lost(
     total = 1_500
     events = [ticket_event(i, training_texts[i % len(training_texts)]) for i in range(total)]
     port = free_port()
-    env = service_env(settings, port, DRAIN_TIMEOUT_S="10")
+    env = service_env(settings, port, DRAIN_TIMEOUT_S="10", TICKET_DEADLINE_S="10")
     service = start_service(env, tmp_path / "service.log")
     try:
         wait_ready(service, port)

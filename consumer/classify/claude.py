@@ -396,14 +396,25 @@ def load_examples(path: Path | None = None) -> list[Example]:
 
 
 def make_client(settings: Settings) -> anthropic.AsyncAnthropic:
-    """The SDK client with its own retries off (ours are bounded by the ticket deadline)."""
+    """The SDK client with its own retries off (ours are bounded by the ticket deadline).
+
+    HTTP goes over aiohttp (the SDK's own ``DefaultAioHttpClient``; aiohttp is already a dependency):
+    the default httpx pool re-checks every pooled connection, with socket syscalls for each idle
+    one, on every request and every response, so its cost grows with MAX_IN_FLIGHT. ``ticket-tools
+    bench`` measured 64 tickets in flight at 242 → 437 calls/s and 2.1 → 1.4 ms CPU per call.
+    """
     if settings.anthropic_api_key is None:
         raise ConfigError("ANTHROPIC_API_KEY is required for the fast and strong tiers")
+    try:
+        http_client = anthropic.DefaultAioHttpClient(timeout=settings.llm_timeout_s)
+    except RuntimeError:  # an SDK build without the aiohttp transport: keep its httpx default
+        http_client = None
     return anthropic.AsyncAnthropic(
         api_key=settings.anthropic_api_key.get_secret_value(),
         base_url=settings.anthropic_base_url or None,
         max_retries=0,
         timeout=settings.llm_timeout_s,
+        http_client=http_client,
     )
 
 
