@@ -3,12 +3,7 @@ service process that is stopped (SIGTERM) or killed (SIGKILL) mid-stream."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,9 +12,9 @@ import orjson
 import pytest
 
 from consumer.dedup import RecentIds
-from consumer.embedded_broker import free_port
 from schemas.codec import decode
 from schemas.events import RoutedTicket
+from tests.fault_helpers import ServiceProcess, service_env
 from tests.kafka_helpers import (
     OutcomeCounter,
     committed_offsets,
@@ -84,50 +79,12 @@ async def test_duplicates_agent_replies_and_follow_ups(bootstrap: str) -> None:
 # -- the service as a separate process ------------------------------------------------------
 
 
-def service_env(settings: Any, port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "ANTHROPIC_", "TIERS"))}
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        INPUT_TOPIC=settings.input_topic,
-        TRIAGE_TOPIC=settings.triage_topic,
-        QUEUE_TOPIC_PREFIX=settings.queue_topic_prefix,
-        CONSUMER_GROUP=settings.consumer_group,
-        TOPIC_PARTITIONS=str(settings.topic_partitions),
-        SESSION_TIMEOUT_MS="1000",
-        HEARTBEAT_INTERVAL_MS="200",
-        COMMIT_INTERVAL_MS="100",
-        METRICS_PORT=str(port),
-        METRICS_HOST="127.0.0.1",
-        TIERS="local",
-        LOW_CONFIDENCE_ACTION="route_flagged",
-        LOG_LEVEL="WARNING",
-    )
-    env.update(extra)
-    return env
+def keyed(events: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+    return [(str(e["ticket_id"]).encode(), orjson.dumps(e)) for e in events]
 
 
-def start_service(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "consumer.cli", "consume"],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def wait_ready(process: subprocess.Popen[bytes], port: int, timeout_s: float = 60.0) -> None:
-    """Poll /readyz: the service says when it has joined its group."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "service exited during start-up"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("service not ready in time")
+def ticket_ids(events: list[dict[str, Any]]) -> set[bytes]:
+    return {str(e["ticket_id"]).encode() for e in events}
 
 
 def routed_ids(bootstrap: str, settings: Any, expected: set[bytes]) -> Counter[bytes]:
@@ -141,6 +98,7 @@ def routed_ids(bootstrap: str, settings: Any, expected: set[bytes]) -> Counter[b
 
 
 def wait_for_progress(bootstrap: str, settings: Any, minimum: int, timeout_s: float = 60.0) -> None:
+    """Poll the group's committed offsets (another process's progress is not an awaitable event)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         committed = committed_offsets(bootstrap, settings.consumer_group, settings.input_topic, 3)
@@ -157,35 +115,32 @@ def test_sigterm_mid_stream_exits_zero_and_nothing_is_lost(
     create_topics(bootstrap, [settings.input_topic])
     total = 1_500
     events = [ticket_event(i, training_texts[i % len(training_texts)]) for i in range(total)]
-    port = free_port()
-    env = service_env(settings, port, DRAIN_TIMEOUT_S="10", TICKET_DEADLINE_S="10")
-    service = start_service(env, tmp_path / "service.log")
+    drain_s = 10
+    service = ServiceProcess(
+        service_env(settings, DRAIN_TIMEOUT_S=str(drain_s), TICKET_DEADLINE_S=str(drain_s)),
+        tmp_path / "service.log",
+    )
+    service.start()
     try:
-        wait_ready(service, port)
+        service.wait_ready()
         produce(
             bootstrap, settings.input_topic, [(str(e["ticket_id"]).encode(), orjson.dumps(e)) for e in events]
         )
         wait_for_progress(bootstrap, settings, 100)
         stopped_at = time.monotonic()
-        service.send_signal(signal.SIGTERM)
-        assert service.wait(timeout=30) == 0
-        assert time.monotonic() - stopped_at < 10 + 5, "did not exit within the drain timeout"
+        assert service.terminate(timeout_s=30) == 0
+        assert time.monotonic() - stopped_at < drain_s + 5, "did not exit within the drain timeout"
     finally:
-        if service.poll() is None:
-            service.kill()
-    before = sum(
-        o
-        for o in committed_offsets(bootstrap, settings.consumer_group, settings.input_topic, 3).values()
-        if o > 0
-    )
-    restarted = start_service(env, tmp_path / "service.log")
+        service.kill()
+    committed = committed_offsets(bootstrap, settings.consumer_group, settings.input_topic, 3)
+    before = sum(o for o in committed.values() if o > 0)
+    service.start()
     try:
-        wait_ready(restarted, port)
-        ids = routed_ids(bootstrap, settings, {str(e["ticket_id"]).encode() for e in events})
+        service.wait_ready()
+        ids = routed_ids(bootstrap, settings, ticket_ids(events))
     finally:
-        restarted.send_signal(signal.SIGTERM)
-        restarted.wait(timeout=30)
-    assert set(ids) == {str(e["ticket_id"]).encode() for e in events}
+        service.terminate()
+    assert set(ids) == ticket_ids(events)
     duplicates = sum(ids.values()) - total
     print(f"SIGTERM test: {before} committed at stop, {duplicates} duplicates after restart")
 
@@ -197,30 +152,24 @@ def test_sigkilled_member_partitions_are_taken_over(
     create_topics(bootstrap, [settings.input_topic])
     total = 2_000
     events = [ticket_event(i, training_texts[i % len(training_texts)]) for i in range(total)]
-    ports = [free_port(), free_port()]
-    services = [
-        start_service(service_env(settings, port), tmp_path / f"s{i}.log") for i, port in enumerate(ports)
-    ]
+    services = [ServiceProcess(service_env(settings), tmp_path / f"s{i}.log") for i in range(2)]
     try:
-        for service, port in zip(services, ports, strict=True):
-            wait_ready(service, port)
+        for service in services:
+            service.start()
+        for service in services:
+            service.wait_ready()
         produce(
             bootstrap, settings.input_topic, [(str(e["ticket_id"]).encode(), orjson.dumps(e)) for e in events]
         )
         wait_for_progress(bootstrap, settings, 200)
         services[0].kill()
-        services[0].wait(timeout=10)
-        ids = routed_ids(bootstrap, settings, {str(e["ticket_id"]).encode() for e in events})
+        ids = routed_ids(bootstrap, settings, ticket_ids(events))
     finally:
         for service in services:
-            if service.poll() is None:
-                service.send_signal(signal.SIGTERM)
-                service.wait(timeout=30)
-    missing = {str(e["ticket_id"]).encode() for e in events} - set(ids)
-    logs = " | ".join(p.read_text()[-3000:] for p in tmp_path.glob("s*.log"))
-    triage = consume_until(bootstrap, [settings.triage_topic], 10, timeout_s=3)
-    triaged = {r.key: orjson.loads(r.value)["message"] for r in triage}
+            if service.alive():
+                service.terminate()
+    missing = ticket_ids(events) - set(ids)
     assert not missing, (
-        f"{len(missing)} tickets never routed: {sorted(missing)[:5]} triaged={triaged}; logs: {logs}"
+        f"{len(missing)} tickets never routed: {sorted(missing)[:5]}; {services[1].log_tail()}"
     )
     print(f"SIGKILL takeover: {sum(ids.values()) - total} duplicates")
