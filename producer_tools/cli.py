@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "producer_tools.replay",
     "producer_tools.evaluate",
     "producer_tools.fake_api",
+    "producer_tools.bench",
 )
 
 

@@ -1,0 +1,326 @@
+"""``ticket-tools bench``: orchestration. Broker, fake API, input tickets; one worker process per scenario.
+
+The parent measures nothing itself: it starts the broker (embedded Tansu unless ``--bootstrap``)
+and the fake Messages API (on a thread here, so its CPU is not charged to the router), publishes
+each scenario's tickets before the worker starts (so consumption is never waiting on a producer),
+then runs the worker and collects its ``WorkerResult``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+
+from consumer.config import load_settings
+from consumer.embedded_broker import EmbeddedBroker
+from consumer.errors import UserError
+from consumer.kafka_common import client_options
+from consumer.topics import ensure_topics
+from producer_tools.bench.report import environment, render, summarise
+from producer_tools.bench.scenarios import (
+    DEFAULT_COUNTS,
+    DUMMY_API_KEY,
+    FAST_MODEL,
+    QUICK_COUNTS,
+    SCENARIO_IDS,
+    SCENARIOS,
+    STRONG_MODEL,
+    WorkerResult,
+    WorkerSpec,
+    bench_tickets,
+    fake_scenario,
+    tier_names,
+)
+from producer_tools.fake_api import ThreadedFakeApi, run_in_thread
+from producer_tools.kafka_io import quiet_client_logs
+from schemas.codec import encode
+
+DEFAULT_JSON = Path("bench-results.json")
+PARTITIONS = 6  # the default TOPIC_PARTITIONS
+WORKER_SETUP_S = 90.0
+"""Per-worker allowance for imports, local-model training, topic creation and the group join."""
+FLOOR_TPS = {"a": 500.0, "b": 100.0, "c": 50.0, "d": 50.0, "e": 40.0, "f": 4.0}
+"""Far below anything measured: a worker slower than this is stuck, and is stopped."""
+WORKER_EXIT_GRACE_S = 30.0
+LOG_TAIL_LINES = 8
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    counts: dict[str, int]
+    only: list[str]
+    json_path: Path
+    bootstrap: str | None
+    profile_dir: Path | None
+
+
+def parse_only(text: str | None) -> list[str]:
+    if text is None:
+        return list(SCENARIO_IDS)
+    chosen = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [part for part in chosen if part not in SCENARIOS]
+    if unknown or not chosen:
+        raise UserError(f"--only takes scenario letters from {','.join(SCENARIO_IDS)}, not {text!r}")
+    return [sid for sid in SCENARIO_IDS if sid in chosen]
+
+
+def options_from_args(args: argparse.Namespace) -> BenchOptions:
+    counts = dict(QUICK_COUNTS if args.quick else DEFAULT_COUNTS)
+    if args.tickets is not None:
+        if args.tickets < 1:
+            raise UserError(f"--tickets must be at least 1, not {args.tickets}")
+        counts.update({sid: args.tickets for sid in "abcde"})
+    if args.sequential_tickets is not None:
+        if args.sequential_tickets < 1:
+            raise UserError(f"--sequential-tickets must be at least 1, not {args.sequential_tickets}")
+        counts["f"] = args.sequential_tickets
+    if args.bootstrap is not None and not args.bootstrap.strip():
+        raise UserError("--bootstrap is empty (expected host:port[,host:port...])")
+    return BenchOptions(
+        counts=counts,
+        only=parse_only(args.only),
+        json_path=Path(args.json),
+        bootstrap=args.bootstrap.strip() if args.bootstrap else None,
+        profile_dir=Path(args.profile) if args.profile else None,
+    )
+
+
+@contextlib.contextmanager
+def kafka_cluster(bootstrap: str | None) -> Iterator[str]:
+    """The given cluster, or an embedded broker on a free loopback port for the bench's duration."""
+    if bootstrap is not None:
+        yield bootstrap
+        return
+    with EmbeddedBroker(port=None) as broker:
+        yield broker.bootstrap_servers
+
+
+def worker_settings(sid: str, spec_base: dict[str, Any], embedded: bool) -> dict[str, Any]:
+    """Explicit settings for a router or SDK worker, so the caller's environment cannot skew a run.
+
+    Session timeouts: Tansu makes a join wait half the session timeout, so 2 s keeps each worker's
+    start short; a real cluster usually refuses sessions under 6 s, so it keeps the default.
+    """
+    info = SCENARIOS[sid]
+    settings: dict[str, Any] = {
+        **spec_base,
+        "tiers": tier_names(sid),
+        "max_in_flight": info.in_flight,
+        "commit_interval_ms": 500,
+        "log_level": "INFO",
+        "log_ticket_text": False,
+        "metrics_port": 0,
+        "metrics_host": "127.0.0.1",
+        "topic_partitions": PARTITIONS,
+        "create_topics": True,
+        "fast_model": FAST_MODEL,
+        "strong_model": STRONG_MODEL,
+        "session_timeout_ms": 2_000 if embedded else 10_000,
+        "heartbeat_interval_ms": 400 if embedded else 3_000,
+    }
+    if embedded:  # whatever KAFKA_SECURITY_PROTOCOL says, the embedded broker speaks plaintext
+        settings["kafka_security_protocol"] = "PLAINTEXT"
+    if sid == "b":
+        settings.update(anthropic_api_key=None, anthropic_base_url=None)
+    return settings
+
+
+def worker_env() -> dict[str, str]:
+    """The caller's environment without any Anthropic variables (the workers get the fake's URL and a
+    dummy key explicitly), and with loopback exempt from any HTTP proxy."""
+    env = {key: value for key, value in os.environ.items() if not key.upper().startswith("ANTHROPIC_")}
+    for name in ("NO_PROXY", "no_proxy"):
+        extra = [part for part in env.get(name, "").split(",") if part]
+        env[name] = ",".join([*extra, "127.0.0.1", "localhost"])
+    return env
+
+
+def log_tail(path: Path) -> str:
+    lines = path.read_text("utf-8", "replace").strip().splitlines() if path.exists() else []
+    return "\n".join(lines[-LOG_TAIL_LINES:]) or "(no output)"
+
+
+def run_worker(spec: WorkerSpec, workdir: Path) -> WorkerResult:
+    """Runs one worker process to completion (bounded), returns its result or raises UserError."""
+    spec_path = workdir / f"{spec.scenario}.spec.json"
+    log_path = workdir / f"{spec.scenario}.log"
+    spec_path.write_text(spec.model_dump_json())
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "producer_tools.bench.worker", str(spec_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=worker_env(),
+        )
+        try:
+            code = process.wait(timeout=spec.timeout_s + WORKER_EXIT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.wait(timeout=WORKER_EXIT_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            raise UserError(f"bench scenario {spec.scenario} hung; log tail:\n{log_tail(log_path)}") from None
+    result_path = Path(spec.result_path)
+    if code != 0 or not result_path.exists():
+        raise UserError(
+            f"bench scenario {spec.scenario} failed (exit {code}); log tail:\n{log_tail(log_path)}"
+        )
+    return WorkerResult.model_validate_json(result_path.read_bytes())
+
+
+async def publish_tickets(spec: WorkerSpec, topics: Sequence[str]) -> None:
+    """Creates the scenario's topics and fills the input topic (the first one) with the bench tickets.
+
+    Connects with the worker's own settings, so a secured ``--bootstrap`` cluster works too.
+    """
+    from aiokafka import AIOKafkaProducer
+
+    settings = load_settings(**spec.settings)
+    options = {**client_options(settings, spec.bootstrap), "client_id": "ticket-tools-bench"}
+    await ensure_topics(list(topics), PARTITIONS, 1, options)
+    producer = AIOKafkaProducer(
+        **options, acks="all", enable_idempotence=False, linger_ms=10, max_batch_size=524_288
+    )
+    await producer.start()
+    try:
+        sends = [
+            await producer.send(topics[0], encode(event), key=event.ticket_id.encode())
+            for event in bench_tickets(spec.tickets, spec.seed)
+        ]
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+
+
+def build_spec(
+    sid: str, options: BenchOptions, bootstrap: str, fake: ThreadedFakeApi, tag: str, workdir: Path
+) -> WorkerSpec:
+    info = SCENARIOS[sid]
+    count = options.counts[sid]
+    embedded = options.bootstrap is None
+    base = {
+        "kafka_bootstrap_servers": bootstrap,
+        "input_topic": f"bench-{tag}-{sid}-tickets",
+        "triage_topic": f"bench-{tag}-triage",
+        "queue_topic_prefix": f"bench-{tag}.",
+        "consumer_group": f"bench-{tag}-{sid}",
+        "anthropic_api_key": DUMMY_API_KEY,
+        "anthropic_base_url": fake.base_url,
+    }
+    return WorkerSpec(
+        scenario=info.id,
+        kind=info.kind,
+        tickets=count,
+        bootstrap=bootstrap,
+        input_topic=base["input_topic"],
+        output_topic=f"bench-{tag}-{sid}-passthrough",
+        group=base["consumer_group"],
+        in_flight=info.in_flight,
+        timeout_s=WORKER_SETUP_S + count / FLOOR_TPS[sid],
+        settings=worker_settings(sid, base, embedded),
+        result_path=str(workdir / f"{sid}.result.json"),
+        profile_path=str(options.profile_dir / f"bench-{sid}.prof") if options.profile_dir else None,
+    )
+
+
+def run_bench(options: BenchOptions, status: Console) -> dict[str, Any]:
+    """Runs the chosen scenarios in order and returns the bench-results document."""
+    quiet_client_logs()
+    if options.profile_dir is not None:
+        options.profile_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, WorkerResult] = {}
+    tag = uuid.uuid4().hex[:8]
+    load_before = os.getloadavg()[0]
+    with (
+        tempfile.TemporaryDirectory(prefix="ticket-bench-") as tmp,
+        kafka_cluster(options.bootstrap) as bootstrap,
+        run_in_thread(fake_scenario(with_latency=False)) as fake,
+    ):
+        workdir = Path(tmp)
+        status.print(f"broker {bootstrap}, fake Messages API {fake.base_url}")
+        for sid in options.only:
+            info = SCENARIOS[sid]
+            spec = build_spec(sid, options, bootstrap, fake, tag, workdir)
+            status.print(f"({sid}) {info.title}: {spec.tickets:,} tickets …")
+            if info.kind != "sdk":
+                topics = [spec.input_topic] + ([spec.output_topic] if info.kind == "passthrough" else [])
+                asyncio.run(publish_tickets(spec, topics))
+            fake.set_scenario(fake_scenario(info.fake_latency))
+            fake_cpu = time.process_time()  # this process is idle but for the fake's thread
+            result = run_worker(spec, workdir)
+            if tier_names(sid) != ["local"] and info.kind != "passthrough":
+                fake_ms = (time.process_time() - fake_cpu) * 1000 / result.tickets
+                result = result.model_copy(update={"fake_api_cpu_ms_per_ticket": fake_ms})
+            results[sid] = result
+            status.print(
+                f"    {result.tps:,.0f} tickets/s in {result.seconds:.2f}s, outcomes {result.outcomes}"
+            )
+    return summarise(results, environment(bootstrap, options.bootstrap is None, load_before))
+
+
+def handle(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
+    status = Console(stderr=True, highlight=False)
+    doc = run_bench(options, status)
+    # Piped (make bench | tee), rich would assume 80 columns and fold the table.
+    render(doc, Console(highlight=False, width=None if sys.stdout.isatty() else 150))
+    options.json_path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    status.print(f"wrote {options.json_path}")
+    if options.profile_dir is not None:
+        status.print(f"profiles in {options.profile_dir} (python -m pstats FILE; sort tottime; stats 30)")
+    return 0
+
+
+def add_parser(subcommands: Any) -> None:
+    parser: argparse.ArgumentParser = subcommands.add_parser(
+        "bench",
+        help="measure throughput, CPU and memory of the router against the Kafka and SDK ceilings",
+        description=(
+            "Runs scenarios on the embedded broker and the fake Messages API: (a) Kafka passthrough, "
+            "(b) router with the local tier, (c) router with the fake at 0 ms, (d) the SDK alone, "
+            "(e) router with 50/180 ms latency and 15% escalations, (f) the same one ticket at a time. "
+            "Prints a table and writes JSON."
+        ),
+    )
+    parser.add_argument(
+        "--tickets",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tickets for each of a–e (default: a,b 10k; c,d,e 6k)",
+    )
+    parser.add_argument(
+        "--sequential-tickets", type=int, default=None, metavar="N", help="tickets for (f) (default 100)"
+    )
+    parser.add_argument("--only", default=None, metavar="a,b,...", help="run only these scenarios")
+    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run of every scenario)")
+    parser.add_argument(
+        "--json", default=str(DEFAULT_JSON), metavar="PATH", help="results file (default bench-results.json)"
+    )
+    parser.add_argument(
+        "--bootstrap", default=None, help="use this Kafka cluster instead of starting the embedded broker"
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="run each worker under cProfile and write DIR/bench-<scenario>.prof (slows every figure)",
+    )
+    parser.set_defaults(handler=handle)

@@ -1,0 +1,147 @@
+"""What each bench scenario runs, and the tickets and fake-API scripts they all share.
+
+Kept free of I/O so the orchestrator (``command``), the measuring worker (``worker``) and the
+report agree on one definition: the same seed gives the same tickets in the parent that publishes
+them and in the SDK-only worker that classifies them without Kafka, so (c) and (d) make the very
+same Messages API calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from producer_tools.fake_api.scenario import Latency, ModelScript, Scenario
+from producer_tools.samples import bundled_texts, generate_samples
+from schemas.events import AuthorRole, TicketEvent
+
+ScenarioId = Literal["a", "b", "c", "d", "e", "f"]
+WorkerKind = Literal["passthrough", "router", "sdk"]
+
+SCENARIO_IDS: tuple[ScenarioId, ...] = ("a", "b", "c", "d", "e", "f")
+ROUTER_SCENARIOS: frozenset[str] = frozenset({"b", "c", "e", "f"})
+
+FAST_MODEL = "claude-haiku-4-5"
+STRONG_MODEL = "claude-sonnet-4-5"
+FAST_LATENCY_MS = 50.0
+STRONG_LATENCY_MS = 180.0
+ESCALATION_RATE = 0.15
+IN_FLIGHT = 64
+SEQUENTIAL_IN_FLIGHT = 1
+DUMMY_API_KEY = "bench-dummy-key"  # the fake accepts any key; not shaped like a real one
+BENCH_SEED = 6
+BENCH_NOW = datetime(2026, 1, 1, tzinfo=UTC)  # fixed so every process generates identical tickets
+
+
+@dataclass(frozen=True)
+class ScenarioInfo:
+    id: ScenarioId
+    key: str
+    """The ``*_tps`` key in bench-results.json."""
+    title: str
+    kind: WorkerKind
+    in_flight: int
+    fake_latency: bool
+    """True: 50 ms fast / 180 ms strong with 15% escalations; False: the fake answers at once."""
+
+
+SCENARIOS: dict[str, ScenarioInfo] = {
+    info.id: info
+    for info in (
+        ScenarioInfo("a", "passthrough_tps", "Kafka passthrough", "passthrough", IN_FLIGHT, False),
+        ScenarioInfo("b", "local_tps", "router, local tier", "router", IN_FLIGHT, False),
+        ScenarioInfo("c", "router_fake0_tps", "router, fake 0 ms", "router", IN_FLIGHT, False),
+        ScenarioInfo("d", "sdk_only_tps", "SDK only, fake 0 ms", "sdk", IN_FLIGHT, False),
+        ScenarioInfo("e", "router_latency_tps", "router, fake 50/180 ms", "router", IN_FLIGHT, True),
+        ScenarioInfo("f", "sequential_tps", "router, one at a time", "router", SEQUENTIAL_IN_FLIGHT, True),
+    )
+}
+
+DEFAULT_COUNTS: dict[str, int] = {"a": 10_000, "b": 10_000, "c": 6_000, "d": 6_000, "e": 6_000, "f": 100}
+QUICK_COUNTS: dict[str, int] = {"a": 300, "b": 200, "c": 150, "d": 150, "e": 200, "f": 12}
+
+
+def tier_names(scenario: str) -> list[str]:
+    return ["local"] if scenario == "b" else ["fast", "strong"]
+
+
+def fake_scenario(with_latency: bool) -> Scenario:
+    """The fake's script: instant and always confident, or the production-like latencies.
+
+    ``max_recorded_requests=0``: the fake would otherwise keep the last 10,000 request bodies
+    (each carries the ~20 KB system prompt) in the bench's own memory.
+    """
+    if not with_latency:
+        return Scenario(
+            models={FAST_MODEL: ModelScript(), STRONG_MODEL: ModelScript()}, max_recorded_requests=0
+        )
+    return Scenario(
+        models={
+            FAST_MODEL: ModelScript(
+                latency=Latency(mean_ms=FAST_LATENCY_MS), low_confidence_rate=ESCALATION_RATE
+            ),
+            STRONG_MODEL: ModelScript(latency=Latency(mean_ms=STRONG_LATENCY_MS)),
+        },
+        max_recorded_requests=0,
+    )
+
+
+def bench_tickets(count: int, seed: int = BENCH_SEED) -> list[TicketEvent]:
+    """``count`` English customer tickets (new ones and follow-ups), identical in every process.
+
+    English only and no agent replies, so every ticket makes exactly the calls the scenario
+    describes: one fast call, plus a strong call for the escalated 15%. Non-English tickets would
+    go straight to the strong tier and agent replies would be skipped without any call, which
+    would blur both the escalation rate and the comparison of (c) with (d).
+    """
+    texts = [text for text in bundled_texts() if text.language in (None, "en")]
+    events = generate_samples(count, seed, BENCH_NOW, texts)
+    return [
+        event
+        if event.author_role is AuthorRole.CUSTOMER
+        else event.model_copy(update={"author_role": AuthorRole.CUSTOMER})
+        for event in events
+    ]
+
+
+class WorkerSpec(BaseModel):
+    """Everything a worker process needs, passed as a JSON file (no argv quoting, no env leaks)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scenario: ScenarioId
+    kind: WorkerKind
+    tickets: int = Field(ge=1)
+    seed: int = BENCH_SEED
+    bootstrap: str
+    input_topic: str
+    output_topic: str
+    group: str
+    in_flight: int = Field(ge=1)
+    timeout_s: float = Field(gt=0)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    result_path: str
+    profile_path: str | None = None
+
+
+class WorkerResult(BaseModel):
+    """What one worker measured. ``seconds`` runs from the first record consumed (or first call
+    started) to the last outcome published (or last answer received)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scenario: ScenarioId
+    tickets: int
+    seconds: float
+    tps: float
+    cpu_s: float
+    cpu_ms_per_ticket: float
+    peak_rss_mb: float
+    outcomes: dict[str, int] = Field(default_factory=dict)
+    tier_visits: dict[str, int] = Field(default_factory=dict)
+    triage_kinds: dict[str, int] = Field(default_factory=dict)
+    fake_api_cpu_ms_per_ticket: float = 0.0
+    """CPU the fake Messages API (in the parent) spent per ticket; filled in by the parent."""
