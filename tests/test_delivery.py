@@ -108,6 +108,7 @@ def wait_for_progress(bootstrap: str, settings: Any, minimum: int, timeout_s: fl
     raise AssertionError(f"fewer than {minimum} records committed in time")
 
 
+@pytest.mark.faults
 def test_sigterm_mid_stream_exits_zero_and_nothing_is_lost(
     bootstrap: str, training_texts: list[str], tmp_path: Path
 ) -> None:
@@ -145,6 +146,7 @@ def test_sigterm_mid_stream_exits_zero_and_nothing_is_lost(
     print(f"SIGTERM test: {before} committed at stop, {duplicates} duplicates after restart")
 
 
+@pytest.mark.faults
 def test_sigkilled_member_partitions_are_taken_over(
     bootstrap: str, training_texts: list[str], tmp_path: Path
 ) -> None:
