@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -32,8 +32,6 @@ PUBLISH_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 @dataclass
 class LoopSettings:
-    input_topic: str
-    group_id: str
     max_in_flight: int = 64
     commit_interval_s: float = 0.5
     drain_timeout_s: float = 25.0
@@ -48,7 +46,6 @@ class LoopState:
     started: bool = False
     joined: bool = False
     draining: bool = False
-    assignment: set[TopicPartition] = field(default_factory=set)
 
 
 OutcomeHook = Callable[[InputRecord, Outcome, float], None]
@@ -88,7 +85,6 @@ class KafkaLoop:
         self._tasks: set[asyncio.Task[None]] = set()
         self._progress = asyncio.Event()
         self._last_commit = time.monotonic()
-        self._committed: dict[TopicPartition, int] = {}
 
     @property
     def listener(self) -> ConsumerRebalanceListener:
@@ -214,15 +210,13 @@ class KafkaLoop:
         self.metrics.commit_latency.observe(time.perf_counter() - started)
         self.metrics.commits.labels("ok").inc()
         self.tracker.mark_committed(offsets)
-        self._committed.update(offsets)
 
     # -- rebalance and shutdown ----------------------------------------------------------------
 
     def assigned(self, partitions: set[TopicPartition]) -> None:
         self.state.joined = True
-        self.state.assignment = set(self.consumer.assignment())
         self.metrics.rebalances.labels("assigned").inc()
-        self.metrics.assigned_partitions.set(len(self.state.assignment))
+        self.metrics.assigned_partitions.set(len(self.consumer.assignment()))
         log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in partitions))
 
     async def release(self, revoked: set[TopicPartition]) -> None:
@@ -233,11 +227,9 @@ class KafkaLoop:
         self.tracker.forget(revoked)
         for tp in revoked:
             self._generation[tp] = self._generation.get(tp, 0) + 1
-            self._committed.pop(tp, None)
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-        self.state.assignment -= revoked
-        self.metrics.assigned_partitions.set(len(self.state.assignment))
+        self.metrics.assigned_partitions.set(len(self.consumer.assignment() - revoked))
 
     async def drain(self) -> None:
         """Stop taking work, finish what is in flight within the drain timeout, commit."""
@@ -278,7 +270,7 @@ class KafkaLoop:
             highwater = self.consumer.highwater(tp)
             if highwater is None:
                 continue
-            committed = self._committed.get(tp)
+            committed = self.tracker.committed(tp)
             if committed is None:
                 try:
                     committed = await self.consumer.committed(tp) or 0

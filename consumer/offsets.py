@@ -50,6 +50,11 @@ class PartitionOffsets:
     def mark_committed(self, offset: int) -> None:
         self._committed = offset
 
+    @property
+    def committed(self) -> int | None:
+        """The last offset this process committed for the partition, if any."""
+        return self._committed
+
 
 class OffsetTracker(Generic[P]):
     """PartitionOffsets for every assigned partition."""
@@ -86,6 +91,10 @@ class OffsetTracker(Generic[P]):
             tracked = self._partitions.get(partition)
             if tracked is not None:
                 tracked.mark_committed(offset)
+
+    def committed(self, partition: P) -> int | None:
+        tracked = self._partitions.get(partition)
+        return tracked.committed if tracked else None
 
     def forget(self, partitions: set[P]) -> None:
         for partition in partitions:

@@ -210,8 +210,6 @@ async def run_service(
     hooks = [record_outcome_metrics(metrics), log_outcome(settings.log_ticket_text), *(extra_hooks or [])]
     loop = KafkaLoop(
         LoopSettings(
-            input_topic=settings.input_topic,
-            group_id=settings.consumer_group,
             max_in_flight=settings.max_in_flight,
             commit_interval_s=settings.commit_interval_ms / 1000,
             drain_timeout_s=settings.drain_timeout_s,

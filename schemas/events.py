@@ -119,7 +119,7 @@ class TierAttempt(BaseModel):
 
     tier: str
     model: str
-    outcome: Literal["answered", "low_confidence", "unavailable", "invalid_output", "skipped"]
+    outcome: Literal["answered", "low_confidence", "unavailable", "invalid_output"]
     attempts: int = 1
     latency_ms: float = 0.0
     usage: TokenUsage = Field(default_factory=TokenUsage)

@@ -34,7 +34,7 @@ class PipelineResult:
 
     @property
     def tiers_tried(self) -> list[str]:
-        return [a.tier for a in self.attempts if a.outcome != "skipped"]
+        return [a.tier for a in self.attempts]
 
     @property
     def escalated(self) -> bool:
