@@ -4,8 +4,9 @@ Guarantees (README "Delivery guarantees"): a record's offset is committed only a
 (queue or triage) is acknowledged by the broker, and only as part of the highest contiguous
 completed run of its partition, so a crash at any moment redelivers rather than loses. Records
 run concurrently up to ``MAX_IN_FLIGHT``; records with the same key (``ticket_id``) run in
-fetch order. When the budget is full the partitions are paused but ``getmany`` keeps being
-called, so a slow model never makes the member miss ``max_poll_interval_ms`` and leave the group.
+fetch order. When the budget is full the loop waits for a record to finish; if none does for a
+quarter of ``max_poll_interval_ms``, it pauses the partitions and calls ``getmany`` anyway, so a
+slow model never makes the member leave the group.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class LoopSettings:
     drain_timeout_s: float = 25.0
     lag_refresh_s: float = 5.0
     poll_timeout_ms: int = 100
+    keepalive_s: float = 60.0
+    """With the budget full this long since the last ``getmany``, call it anyway (under
+    ``max_poll_interval_ms``, or the member is dropped from the group)."""
 
 
 @dataclass
@@ -85,6 +89,7 @@ class KafkaLoop:
         self._tasks: set[asyncio.Task[None]] = set()
         self._progress = asyncio.Event()
         self._last_commit = time.monotonic()
+        self._last_poll = time.monotonic()
 
     @property
     def listener(self) -> ConsumerRebalanceListener:
@@ -109,39 +114,58 @@ class KafkaLoop:
             await self.drain()
 
     async def _poll_once(self) -> None:
-        budget = self.settings.max_in_flight - self.in_flight
-        self._apply_backpressure(budget)
-        if budget <= 0:
-            # Full: wait for capacity, but keep calling getmany so the member stays in the group.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), self.settings.poll_timeout_ms / 1000)
-            self._progress.clear()
-            batches = await self.consumer.getmany(timeout_ms=0, max_records=1)
-        else:
-            batches = await self.consumer.getmany(
-                timeout_ms=self.settings.poll_timeout_ms, max_records=budget
-            )
+        if self.in_flight >= self.settings.max_in_flight:
+            await self._wait_for_capacity()
+            return
+        self._resume_paused()
+        batches = await self.consumer.getmany(
+            timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_in_flight - self.in_flight
+        )
+        self._last_poll = time.monotonic()
+        self._start_all(batches)
+
+    async def _wait_for_capacity(self) -> None:
+        """Wait for a record to finish; if that takes long, call ``getmany`` to stay in the group.
+
+        The keep-alive call pauses every partition first, so it returns nothing of theirs; it is
+        rare because pausing costs throughput: aiokafka discards the records it has prefetched for
+        a paused partition the next time ``getmany`` runs, and fetches them again after the resume.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._progress.wait(), self.settings.poll_timeout_ms / 1000)
+        self._progress.clear()
+        if self.in_flight < self.settings.max_in_flight:
+            return
+        if time.monotonic() - self._last_poll < self.settings.keepalive_s:
+            return
+        self._pause_unpaused()
+        batches = await self.consumer.getmany(timeout_ms=0, max_records=1)
+        self._last_poll = time.monotonic()
+        self._start_all(batches)
+
+    def _start_all(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         # Whatever getmany returned has moved the fetch position: it must be processed, never dropped,
         # even if a rebalance handed over an unpaused partition while the budget was full.
         for tp, records in batches.items():
             for record in records:
                 self._start(tp, record)
 
-    def _apply_backpressure(self, budget: int) -> None:
-        """Pause every assigned partition while the budget is full (new assignments included)."""
-        assignment = self.consumer.assignment()
-        paused = self.consumer.paused()
-        if budget <= 0:
-            unpaused = assignment - paused
-            if unpaused:
-                self.consumer.pause(*unpaused)
-        elif paused:
-            self.consumer.resume(*paused)
+    def _pause_unpaused(self) -> None:
+        """Pause every assigned partition (new assignments included) for a keep-alive ``getmany``."""
+        unpaused = self.consumer.assignment() - self.consumer.paused()
+        if unpaused:
+            self.consumer.pause(*unpaused)
         self.metrics.paused_partitions.set(len(self.consumer.paused()))
+
+    def _resume_paused(self) -> None:
+        paused = self.consumer.paused()
+        if paused:
+            self.consumer.resume(*paused)
+            self.metrics.paused_partitions.set(0)
 
     def _start(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         self.tracker.start(tp, record.offset)
-        self.metrics.events_consumed.labels(tp.topic).inc()
+        self.metrics.child(self.metrics.events_consumed, tp.topic).inc()
         previous = self._key_tails.get(record.key) if record.key is not None else None
         generation = self._generation.get(tp, 0)
         task = asyncio.create_task(self._handle(tp, record, previous, generation))
@@ -170,7 +194,7 @@ class KafkaLoop:
         if self._generation.get(tp, 0) == generation:
             self.tracker.finish(tp, record.offset)
         elapsed = time.perf_counter() - started
-        self.metrics.processing_latency.labels(outcome.kind).observe(elapsed)
+        self.metrics.child(self.metrics.processing_latency, outcome.kind).observe(elapsed)
         if self.on_outcome is not None:
             self.on_outcome(item, outcome, elapsed)
 
@@ -221,6 +245,8 @@ class KafkaLoop:
 
     async def release(self, revoked: set[TopicPartition]) -> None:
         """Revoked partitions: wait (bounded) for their in-flight records, commit, forget them."""
+        if not revoked:
+            return  # aiokafka also calls this, with nothing, before the first join
         self.metrics.rebalances.labels("revoked").inc()
         await self._wait_for(lambda: all(self.tracker.in_flight(tp) == 0 for tp in revoked))
         await self.commit(revoked)

@@ -57,7 +57,7 @@ def llm_call_counters(metrics: Metrics) -> tuple[Callable[[str, str], None], Cal
     """(on_request, on_retry) hooks for the Claude tiers: llm_requests{model,status}, llm_retries."""
 
     def on_request(model: str, status: str) -> None:
-        metrics.llm_requests.labels(model, status).inc()
+        metrics.child(metrics.llm_requests, model, status).inc()
 
     def on_retry(model: str, reason: str) -> None:
         metrics.llm_retries.labels(model, reason).inc()
@@ -140,9 +140,9 @@ def record_outcome_metrics(metrics: Metrics) -> OutcomeHook:
             if outcome.routed.reclassification:
                 metrics.reclassified.inc()
         elif outcome.kind == "triaged":
-            metrics.triaged.labels(str(outcome.error_kind)).inc()
+            metrics.child(metrics.triaged, str(outcome.error_kind)).inc()
         else:
-            metrics.skipped.labels(outcome.skip_reason or "other").inc()
+            metrics.child(metrics.skipped, outcome.skip_reason or "other").inc()
 
     return hook
 
@@ -204,6 +204,7 @@ async def run_service(
         **options,
         acks="all",
         linger_ms=5,
+        max_batch_size=1_048_576,
         max_request_size=fetch_bytes + 262_144,
         enable_idempotence=False,
     )
@@ -214,6 +215,7 @@ async def run_service(
             commit_interval_s=settings.commit_interval_ms / 1000,
             drain_timeout_s=settings.drain_timeout_s,
             lag_refresh_s=settings.lag_refresh_s,
+            keepalive_s=settings.max_poll_interval_ms / 1000 / 4,
         ),
         consumer,
         producer,

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
 from consumer.classify.base import TierInvalidOutput, TierUnavailable
 from consumer.classify.claude import ClaudeTier, build_claude_tier, load_examples
@@ -328,6 +329,30 @@ async def test_invalid_output_is_raised_by_the_tier(api: Harness) -> None:
     api.script(haiku=quick_script(script=["wrong_type"]))
     with pytest.raises(TierInvalidOutput, match="confidence"):
         await api.tier("fast").classify(ticket())
+
+
+@pytest.mark.parametrize("body", [b"<html>gateway</html>", b'{"type": "message", "content": "text"}'])
+async def test_a_reply_body_outside_the_messages_shape_is_invalid_output(api: Harness, body: bytes) -> None:
+    """A proxy's page or a mangled body with status 200: billed nothing known, never half-read."""
+
+    async def answer(_request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        tier = api.tier("fast", api.settings(anthropic_base_url=f"http://127.0.0.1:{port}"))
+        with pytest.raises(TierInvalidOutput, match="not a Messages API message") as caught:
+            await tier.classify(ticket())
+        assert caught.value.attempts == 1 and caught.value.usage == TokenUsage()
+        assert api.calls.statuses(HAIKU) == ["invalid_output"]
+    finally:
+        await runner.cleanup()
 
 
 # -- secrets ----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from consumer.dedup import RecentIds
+from producer_tools.fake_api import Latency, ModelScript, Scenario, run_in_thread
 from schemas.codec import decode
 from schemas.events import RoutedTicket
 from tests.fault_helpers import ServiceProcess, service_env
@@ -72,6 +73,40 @@ async def test_duplicates_agent_replies_and_follow_ups(bootstrap: str) -> None:
     lag_lines = [line for line in scrape.splitlines() if line.startswith("ticket_router_consumer_lag{")]
     assert lag_lines and all(line.endswith(" 0.0") for line in lag_lines), lag_lines
     # skipped records are committed like any other
+    committed = committed_offsets(bootstrap, settings.consumer_group, settings.input_topic, 3)
+    assert sum(o for o in committed.values() if o > 0) == len(events)
+
+
+async def test_full_budget_longer_than_max_poll_interval_keeps_the_member(bootstrap: str) -> None:
+    """Two 12 s model calls fill a budget of 2 for longer than max.poll.interval (10 s).
+
+    The loop must keep calling ``getmany`` (paused) so aiokafka does not leave the group: no
+    revocation, and every ticket routed exactly once and committed.
+    """
+    settings = router_settings(
+        bootstrap,
+        tiers="fast",
+        anthropic_api_key="sk-ant-fake-keepalive",
+        max_in_flight=2,
+        max_poll_interval_ms=10_000,
+        llm_timeout_s=15,
+    )
+    create_topics(bootstrap, [settings.input_topic])
+    events = [ticket_event(n, f"Invoice {n} was charged twice this month.") for n in range(1, 5)]
+    produce(bootstrap, settings.input_topic, keyed(events))
+    slow = ModelScript(latency=Latency(mean_ms=12_000))
+    counter = OutcomeCounter()
+    with run_in_thread(Scenario(models={settings.fast_model: slow})) as api:
+        settings = settings.model_copy(update={"anthropic_base_url": api.base_url})
+        async with running_router(settings, extra_hooks=[counter.hook]) as running:
+            await counter.wait_for(len(events), timeout_s=90)
+            await running.loop.commit()
+            scrape = running.metrics.exposition().decode()
+
+    assert sorted(o.kind for o in counter.outcomes) == ["routed"] * len(events)
+    # one join, no revocation: leaving the group would revoke all 3 partitions and join again
+    assert 'ticket_router_rebalances_total{kind="assigned"} 1.0' in scrape, scrape
+    assert 'ticket_router_rebalances_total{kind="revoked"}' not in scrape, scrape
     committed = committed_offsets(bootstrap, settings.consumer_group, settings.input_topic, 3)
     assert sum(o for o in committed.values() if o > 0) == len(events)
 

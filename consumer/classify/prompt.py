@@ -146,19 +146,21 @@ class _AnswerBase(_StrictModel):
     routing_reason: str
 
 
-_ANSWER_MODELS: dict[str, type[_AnswerBase]] = {}
+_ANSWER_MODELS: dict[int, tuple[Taxonomy, type[_AnswerBase]]] = {}
+ANSWER_MODEL_CACHE_SIZE = 8
 
 
 def _answer_model(taxonomy: Taxonomy) -> type[_AnswerBase]:
-    """A strict pydantic model of the answer, built once per taxonomy (keyed by its fingerprint).
+    """A strict pydantic model of the answer, built once per taxonomy object.
 
+    Looked up on every reply, so keyed by identity (hashing the taxonomy cost more than the
+    validation itself); the entry holds the taxonomy, so its id cannot be reused while cached.
     Fields are named ``axis_<n>`` with the axis name as alias, so an axis called e.g. ``model_x``
     cannot collide with pydantic's own attributes.
     """
-    key = taxonomy.fingerprint()
-    cached = _ANSWER_MODELS.get(key)
-    if cached is not None:
-        return cached
+    cached = _ANSWER_MODELS.get(id(taxonomy))
+    if cached is not None and cached[0] is taxonomy:
+        return cached[1]
     _check_axis_names(taxonomy)
     fields: dict[str, Any] = {}
     for index, (name, axis) in enumerate(taxonomy.axes.items()):
@@ -171,7 +173,9 @@ def _answer_model(taxonomy: Taxonomy) -> type[_AnswerBase]:
         )
         fields[f"axis_{index}"] = (axis_model, Field(alias=name))
     model = create_model("ClaudeAnswer", __base__=_AnswerBase, **fields)
-    _ANSWER_MODELS[key] = model
+    _ANSWER_MODELS[id(taxonomy)] = (taxonomy, model)
+    while len(_ANSWER_MODELS) > ANSWER_MODEL_CACHE_SIZE:
+        del _ANSWER_MODELS[next(iter(_ANSWER_MODELS))]
     return model
 
 

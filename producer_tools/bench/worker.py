@@ -150,9 +150,9 @@ async def run_router(spec: WorkerSpec) -> WorkerResult:
 async def run_passthrough(spec: WorkerSpec) -> WorkerResult:
     """consume → produce → commit with no classification, batched the way the router batches.
 
-    Same client settings as the router (acks=all, linger 5 ms, no idempotence), the same budget of
-    ``in_flight`` unacknowledged records, ``getmany`` asked for at most the free budget, commits
-    every 500 ms of the highest acknowledged offset per partition.
+    Same client settings as the router (acks=all, linger 5 ms, 1 MiB batches, no idempotence), the
+    same budget of ``in_flight`` unacknowledged records, ``getmany`` asked for at most the free
+    budget, commits every 500 ms of the highest acknowledged offset per partition.
     """
     settings = load_settings(**spec.settings)
     options = client_options(settings, spec.bootstrap)
@@ -171,6 +171,7 @@ async def run_passthrough(spec: WorkerSpec) -> WorkerResult:
         **options,
         acks="all",
         linger_ms=5,
+        max_batch_size=1_048_576,
         max_request_size=FETCH_BYTES + 262_144,
         enable_idempotence=False,
     )
