@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
+from opentelemetry import trace
 
 from consumer.classify.base import TierInvalidOutput, TierUnavailable
-from consumer.classify.claude import ClaudeTier, build_claude_tier, load_examples
+from consumer.classify.claude import ClaudeTier, build_claude_tier, load_examples, sdk_open_telemetry
 from consumer.classify.language import EnglishDetector
 from consumer.classify.pipeline import Pipeline
 from consumer.classify.prompt import Example, output_schema
@@ -353,6 +354,19 @@ async def test_a_reply_body_outside_the_messages_shape_is_invalid_output(api: Ha
         assert api.calls.statuses(HAIKU) == ["invalid_output"]
     finally:
         await runner.cleanup()
+
+
+class RealTracerProvider(trace.TracerProvider):
+    """Stands for an OpenTelemetry SDK provider an operator set up."""
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        return trace.NoOpTracer()
+
+
+def test_sdk_spans_are_off_unless_a_tracer_provider_is_set_up() -> None:
+    assert sdk_open_telemetry(trace.ProxyTracerProvider()) is False
+    assert sdk_open_telemetry(trace.NoOpTracerProvider()) is False
+    assert sdk_open_telemetry(RealTracerProvider()) is None  # the SDK's default and its env vars
 
 
 # -- secrets ----------------------------------------------------------------------------------------

@@ -24,11 +24,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import anthropic
 import httpx2
 import orjson
+from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
@@ -461,7 +462,20 @@ def make_client(settings: Settings) -> anthropic.AsyncAnthropic:
         max_retries=0,
         timeout=settings.llm_timeout_s,
         http_client=http_client,
+        open_telemetry=sdk_open_telemetry(trace.get_tracer_provider()),
     )
+
+
+def sdk_open_telemetry(provider: trace.TracerProvider) -> Literal[False] | None:
+    """``False`` (no spans) unless the process has set up an OpenTelemetry tracer provider.
+
+    Without one the SDK still builds each call's span attributes for a no-op tracer: about 0.04 ms
+    of CPU a call, 3% of it (measured with ``ticket-tools bench``). With one, ``None`` leaves the
+    SDK's own default and its ``ANTHROPIC_OPEN_TELEMETRY*`` variables in charge.
+    """
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return False
+    return None
 
 
 def model_for_tier(name: str, settings: Settings) -> str:
