@@ -8,6 +8,7 @@ are created before the consumer joins, so nothing is published to a topic that d
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -112,6 +113,18 @@ def log_outcome(log_text: bool) -> OutcomeHook:
         log.info("ticket %s", outcome.kind, extra=fields)
 
     return hook
+
+
+def freeze_start_up_heap() -> None:
+    """Exclude everything built at start-up from garbage collection from now on.
+
+    Imports (the SDK, aiokafka, scikit-learn), the trained local model and the prompt are some
+    250,000 objects that live as long as the process. Python's collector would walk them again in
+    every full collection (about 110 ms each, here) and in part on each younger one; frozen, they
+    are skipped. Collected first, so nothing that was already garbage is kept forever.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def fan_out(hooks: list[OutcomeHook]) -> OutcomeHook:
@@ -249,6 +262,7 @@ async def run_service(
                 "http_port": http_port,
             },
         )
+        freeze_start_up_heap()
         loop_task = asyncio.create_task(loop.run(stop), name="kafka-loop")
         if on_started is not None:
             on_started(RunningService(loop, metrics, http_port))

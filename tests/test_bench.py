@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from producer_tools.bench.report import summarise
+from producer_tools.bench.report import best_run, summarise
 from producer_tools.bench.scenarios import (
     ESCALATION_RATE,
     FAST_LATENCY_MS,
@@ -140,3 +140,22 @@ def test_bench_tickets_are_reproducible_english_customer_tickets() -> None:
 def test_unknown_scenarios_are_a_user_error(only: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--only", only]) == 2
     assert "--only takes scenario letters" in capsys.readouterr().err
+
+
+def test_the_fastest_round_is_kept_with_the_highest_memory_of_all_rounds() -> None:
+    rounds = [
+        _result("c", 600, 1.0, peak_rss_mb=210.0),
+        _result("c", 600, 0.8, peak_rss_mb=205.0),
+        _result("c", 600, 0.9, peak_rss_mb=230.0),
+    ]
+
+    kept = best_run(rounds)
+
+    assert kept.seconds == 0.8 and kept.tps == pytest.approx(750)
+    assert kept.peak_rss_mb == 230.0
+    assert kept.runs_tps == pytest.approx([600, 750, 600 / 0.9])
+
+
+def test_repeat_below_one_is_a_user_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--repeat", "0"]) == 2
+    assert "--repeat must be at least 1" in capsys.readouterr().err

@@ -145,3 +145,5 @@ class WorkerResult(BaseModel):
     triage_kinds: dict[str, int] = Field(default_factory=dict)
     fake_api_cpu_ms_per_ticket: float = 0.0
     """CPU the fake Messages API (in the parent) spent per ticket; filled in by the parent."""
+    runs_tps: list[float] = Field(default_factory=list)
+    """Tickets/s of every round of this scenario (``--repeat``), in order; filled in by the parent."""
