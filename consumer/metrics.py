@@ -91,7 +91,9 @@ class Metrics:
         self.llm_cost = Counter(PREFIX + "llm_cost_usd", "Estimated spend in USD", ["model"], registry=r)
         self.in_flight = Gauge(PREFIX + "in_flight", "Records being processed", registry=r)
         self.paused_partitions = Gauge(
-            PREFIX + "paused_partitions", "Partitions paused because the in-flight budget is full", registry=r
+            PREFIX + "paused_partitions",
+            "Partitions paused for a keep-alive poll (the in-flight budget stayed full)",
+            registry=r,
         )
         self.commit_latency = Histogram(
             PREFIX + "commit_latency_seconds",

@@ -306,7 +306,7 @@ def handle(args: argparse.Namespace) -> int:
     status = Console(stderr=True, highlight=False)
     doc = run_bench(options, status)
     # Piped (make bench | tee), rich would assume 80 columns and fold the table.
-    render(doc, Console(highlight=False, width=None if sys.stdout.isatty() else 150))
+    render(doc, Console(highlight=False, width=None if sys.stdout.isatty() else 190))
     options.json_path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
     status.print(f"wrote {options.json_path}")
     if options.profile_dir is not None:
