@@ -141,7 +141,6 @@ class ReplyBlock(_ReplyModel):
 
 
 class ReplyCacheCreation(_ReplyModel):
-    ephemeral_5m_input_tokens: int = 0
     ephemeral_1h_input_tokens: int = 0
 
 
@@ -154,7 +153,7 @@ class ReplyUsage(_ReplyModel):
 
 
 class Reply(_ReplyModel):
-    """The four things the tier reads from a Messages API reply, validated from the raw body.
+    """What the tier reads from a Messages API reply (stop reason, text, usage), from the raw body.
 
     The SDK's own ``Message`` is built field by field in Python (about 0.15 ms of CPU per call, a
     tenth of the whole call, measured with ``ticket-tools bench``); validating only these fields in
