@@ -163,9 +163,7 @@ def test_sigterm_mid_stream_exits_zero_and_nothing_is_lost(
     service.start()
     try:
         service.wait_ready()
-        produce(
-            bootstrap, settings.input_topic, [(str(e["ticket_id"]).encode(), orjson.dumps(e)) for e in events]
-        )
+        produce(bootstrap, settings.input_topic, keyed(events))
         wait_for_progress(bootstrap, settings, 100)
         stopped_at = time.monotonic()
         assert service.terminate(timeout_s=30) == 0
@@ -199,9 +197,7 @@ def test_sigkilled_member_partitions_are_taken_over(
             service.start()
         for service in services:
             service.wait_ready()
-        produce(
-            bootstrap, settings.input_topic, [(str(e["ticket_id"]).encode(), orjson.dumps(e)) for e in events]
-        )
+        produce(bootstrap, settings.input_topic, keyed(events))
         wait_for_progress(bootstrap, settings, 200)
         services[0].kill()
         ids = routed_ids(bootstrap, settings, ticket_ids(events))
