@@ -7,11 +7,23 @@ then misroutes is worse than one that refuses to start.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from consumer.classify.models import (
+    Effort,
+    ThinkingType,
+    TierRequest,
+    default_prices,
+    facts_for,
+    legacy_warning,
+    resolve_tier_request,
+    retirement_error,
+)
 
 KNOWN_TIERS = ("local", "fast", "strong")
 
@@ -20,13 +32,14 @@ class ConfigError(ValueError):
     """Invalid configuration; the message is one line for the operator."""
 
 
-DEFAULT_PRICES: dict[str, dict[str, float]] = {
-    # USD per million tokens. Cache writes with the 5-minute TTL cost 1.25x input, reads 0.1x.
-    "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_write": 1.25, "cache_read": 0.10},
-    "claude-sonnet-4-6": {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.30},
-    # Reaches end of life on 2026-11-30 (the SDK warns); priced so existing deployments keep working.
-    "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.30},
-}
+# USD per million tokens for every priced model of the model table (consumer.classify.models);
+# MODEL_PRICES adds rows for other model ids or replaces rows of these.
+DEFAULT_PRICES: dict[str, dict[str, float]] = default_prices()
+ThinkingSetting = Literal["adaptive", "disabled", "between_tools"]
+
+
+def utc_today() -> date:
+    return datetime.now(UTC).date()
 
 
 class Settings(BaseSettings):
@@ -72,11 +85,24 @@ class Settings(BaseSettings):
     local_training_path: Path | None = None
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
-    fast_model: str = "claude-haiku-4-5"
-    strong_model: str = "claude-sonnet-4-6"
-    model_prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    fast_model: str = "claude-haiku-5-5"
+    strong_model: str = "claude-sonnet-5-5"
+    fast_thinking: ThinkingSetting | None = Field(default=None, description="unset: the model's cheapest")
+    fast_effort: Effort | None = None
+    fast_max_tokens: int | None = Field(default=None, ge=64)
+    strong_thinking: ThinkingSetting | None = None
+    strong_effort: Effort | None = None
+    strong_max_tokens: int | None = Field(default=None, ge=64)
+    model_prices: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Extra or replacement price rows, USD per million tokens"
+    )
     non_english_to_strong: bool = True
-    llm_max_tokens: int = Field(default=600, ge=64)
+    llm_max_tokens: int = Field(
+        default=600, ge=64, description="Tokens for the answer; thinking gets its own room on top"
+    )
+    prompt_examples: int = Field(
+        default=12, ge=0, le=500, description="Labeled examples in the cached system prompt (at least)"
+    )
     llm_timeout_s: float = Field(default=15.0, gt=0)
     llm_max_attempts: int = Field(default=4, ge=1, le=20)
     llm_backoff_initial_s: float = Field(default=0.5, gt=0)
@@ -139,12 +165,45 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"TIERS={','.join(self.effective_tiers)} needs ANTHROPIC_API_KEY (or use TIERS=local)"
             )
-        for tier, model in (("fast", self.fast_model), ("strong", self.strong_model)):
-            if tier in needs_key and model not in self.model_prices:
+        for setting, model in self.model_settings():
+            retired = retirement_error(setting, model, utc_today())
+            if retired is not None:
+                raise ValueError(retired)
+        for tier in ("fast", "strong"):
+            self.tier_request(tier)  # raises ModelSettingError (a ValueError) naming the setting
+            model = self.model_for(tier)
+            if tier in needs_key and price_key(model, self.prices) is None:
                 raise ValueError(
-                    f"MODEL_PRICES has no price for {model!r} (priced: {', '.join(self.model_prices)})"
+                    f"MODEL_PRICES has no price for {model!r} (priced: {', '.join(self.prices)})"
                 )
         return self
+
+    def model_settings(self) -> list[tuple[str, str]]:
+        return [("FAST_MODEL", self.fast_model), ("STRONG_MODEL", self.strong_model)]
+
+    def model_for(self, tier: str) -> str:
+        return self.fast_model if tier == "fast" else self.strong_model
+
+    def tier_request(self, tier: str) -> TierRequest:
+        """The thinking, effort and max_tokens the fast or strong tier sends (validated per model)."""
+        if tier == "fast":
+            thinking, effort, max_tokens = self.fast_thinking, self.fast_effort, self.fast_max_tokens
+        else:
+            thinking, effort, max_tokens = self.strong_thinking, self.strong_effort, self.strong_max_tokens
+        return resolve_tier_request(
+            tier.upper(), self.model_for(tier), _thinking(thinking), effort, max_tokens, self.llm_max_tokens
+        )
+
+    @property
+    def prices(self) -> dict[str, dict[str, float]]:
+        """The model table's prices with MODEL_PRICES rows added or replacing them."""
+        return {**DEFAULT_PRICES, **self.model_prices}
+
+    def model_warnings(self, today: date | None = None) -> list[str]:
+        """Start-up warnings about the configured models (legacy ones, with their dates)."""
+        day = today or utc_today()
+        warnings = [legacy_warning(setting, model, day) for setting, model in self.model_settings()]
+        return [warning for warning in warnings if warning is not None]
 
     @property
     def effective_tiers(self) -> list[str]:
@@ -155,6 +214,21 @@ class Settings(BaseSettings):
     @property
     def embedded_broker(self) -> bool:
         return not self.kafka_bootstrap_servers
+
+
+def _thinking(value: str | None) -> ThinkingType | None:
+    return None if value is None else cast(ThinkingType, value)
+
+
+def price_key(model: str, prices: dict[str, dict[str, float]]) -> str | None:
+    """The MODEL_PRICES row that prices ``model``: its own id, else the id it is a dated form of."""
+    if model in prices:
+        return model
+    facts = facts_for(model)
+    if facts is not None and facts.model_id in prices:
+        return facts.model_id
+    candidates = [name for name in prices if model.startswith(name + "-")]
+    return max(candidates, key=len) if candidates else None
 
 
 def _format_settings_error(exc: ValidationError) -> str:

@@ -54,6 +54,23 @@ def build_tiers(settings: Settings, taxonomy: Taxonomy, metrics: Metrics | None 
     return tiers
 
 
+async def check_models(settings: Settings, tiers: list[Tier]) -> None:
+    """Start-up advice on the configured models: legacy ones, and each prompt's real cached size.
+
+    Retired models and invalid thinking/effort settings already stopped the start-up in
+    ``Settings``; what is left is worth a log line, not a refusal to run.
+    """
+    for warning in settings.model_warnings():
+        log.warning(warning)
+    if not any(name in ("fast", "strong") for name in settings.effective_tiers):
+        return
+    from consumer.classify.claude import ClaudeTier, measure_system_prompt
+
+    for tier in tiers:
+        if isinstance(tier, ClaudeTier):
+            await measure_system_prompt(tier)
+
+
 def llm_call_counters(metrics: Metrics) -> tuple[Callable[[str, str], None], Callable[[str, str], None]]:
     """(on_request, on_retry) hooks for the Claude tiers: llm_requests{model,status}, llm_retries."""
 
@@ -171,6 +188,7 @@ async def run_service(
     taxonomy = load_taxonomy(settings.taxonomy_path)
     metrics = Metrics()
     tiers = build_tiers(settings, taxonomy, metrics)
+    await check_models(settings, tiers)
     if "local" in settings.effective_tiers and settings.anthropic_api_key is None:
         log.info("using the local tier only: ANTHROPIC_API_KEY is unset")
     pipeline = build_pipeline(settings, taxonomy, tiers)

@@ -1,4 +1,4 @@
-"""``ticket-tools``: the tools around the service (publish, tail, replay, evaluate, bench, fake-api).
+"""``ticket-tools``: the tools around the service (publish, tail, replay, evaluate, bench, costs, fake-api).
 
 Each subcommand lives in its own module exposing ``add_parser(subcommands)``; the parser's
 handler returns an exit status. User mistakes end with one line and exit status 2.
@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "producer_tools.evaluate",
     "producer_tools.fake_api",
     "producer_tools.bench",
+    "producer_tools.costs",
 )
 
 

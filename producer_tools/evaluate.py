@@ -261,6 +261,7 @@ async def evaluate(options: Options) -> dict[str, Any]:
         "taxonomy": taxonomy.name,
         "taxonomy_fingerprint": taxonomy.fingerprint(),
         "tiers": fold.tiers,
+        "models": fold.models,
         "repeat": options.repeat,
         "concurrency": options.concurrency,
         "train_file": str(options.train) if options.train is not None else None,

@@ -101,9 +101,10 @@ class Classification(BaseModel):
 
 class TokenUsage(BaseModel):
     input_tokens: int = 0
-    output_tokens: int = 0
+    output_tokens: int = Field(default=0, description="Billed output tokens, thinking included")
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
+    thinking_tokens: int = Field(default=0, description="Of output_tokens, those the model spent thinking")
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(
@@ -111,6 +112,7 @@ class TokenUsage(BaseModel):
             output_tokens=self.output_tokens + other.output_tokens,
             cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
             cache_creation_input_tokens=self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+            thinking_tokens=self.thinking_tokens + other.thinking_tokens,
         )
 
 

@@ -18,11 +18,18 @@ from aiohttp import web
 from opentelemetry import trace
 
 from consumer.classify.base import TierInvalidOutput, TierUnavailable
-from consumer.classify.claude import ClaudeTier, build_claude_tier, load_examples, sdk_open_telemetry
+from consumer.classify.claude import (
+    ClaudeTier,
+    build_claude_tier,
+    load_examples,
+    measure_system_prompt,
+    sdk_open_telemetry,
+)
 from consumer.classify.language import EnglishDetector
+from consumer.classify.models import MODELS, THINKING_ALLOWANCE, is_retired, tokenizer_factor
 from consumer.classify.pipeline import Pipeline
-from consumer.classify.prompt import Example, output_schema
-from consumer.config import DEFAULT_PRICES, Settings, load_settings
+from consumer.classify.prompt import Example, cacheable_prefix_tokens, output_schema
+from consumer.config import DEFAULT_PRICES, Settings, load_settings, utc_today
 from consumer.metrics import Metrics
 from consumer.processing import InputRecord, ProcessorConfig, RecordProcessor
 from consumer.service import build_tiers
@@ -30,8 +37,11 @@ from consumer.taxonomy import load_taxonomy
 from producer_tools.fake_api import FakeApiServer, ModelScript, Scenario
 from schemas.events import ErrorKind, TicketEvent, TokenUsage
 
-HAIKU = "claude-haiku-4-5"
-SONNET = "claude-sonnet-4-6"
+HAIKU = "claude-haiku-5-5"
+SONNET = "claude-sonnet-5-5"
+OLD_HAIKU = "claude-haiku-4-5"
+OLD_SONNET = "claude-sonnet-4-6"
+SAMPLING = ("temperature", "top_p", "top_k")
 API_KEY = "sk-ant-api03-TESTKEY-must-never-leak-0123456789"
 TAXONOMY = load_taxonomy()
 EXAMPLES = load_examples()
@@ -171,6 +181,9 @@ async def test_request_shape(api: Harness) -> None:
     [sent] = api.server.requests()
     assert sent["model"] == HAIKU
     assert sent["max_tokens"] == settings.llm_max_tokens
+    assert sent["thinking"] == {"type": "disabled"}, "Haiku 5.5 thinks by default; the router turns it off"
+    assert sent["output_config"]["effort"] == "low"
+    assert not set(sent) & {*SAMPLING, "tool_choice", "tools"}
     system = sent["system"]
     assert [b.get("cache_control") for b in system] == [None] * (len(system) - 1) + [
         {"type": "ephemeral", "ttl": "5m"}
@@ -410,7 +423,7 @@ async def test_system_prompt_is_cached_from_the_second_call(api: Harness) -> Non
         usages.append(answer.attempt.usage)
         costs.append(answer.attempt.cost_usd)
     first, second, third = usages
-    assert first.cache_creation_input_tokens >= 4096
+    assert first.cache_creation_input_tokens >= 512
     assert first.cache_read_input_tokens == 0
     assert second.cache_read_input_tokens == first.cache_creation_input_tokens
     assert third.cache_read_input_tokens == first.cache_creation_input_tokens
@@ -418,7 +431,7 @@ async def test_system_prompt_is_cached_from_the_second_call(api: Harness) -> Non
     ratio = second.cache_read_input_tokens / (
         second.cache_read_input_tokens + second.cache_creation_input_tokens + second.input_tokens
     )
-    assert ratio > 0.8, ratio
+    assert ratio > 0.75, ratio  # the ticket and the output schema are the uncached part
     price = DEFAULT_PRICES[HAIKU]
     for usage, cost in zip(usages, costs, strict=True):
         expected = (
@@ -432,7 +445,8 @@ async def test_system_prompt_is_cached_from_the_second_call(api: Harness) -> Non
 
 
 async def test_a_prompt_below_the_minimum_is_never_cached(api: Harness) -> None:
-    tier = api.tier("fast", examples=[])
+    """Without examples the prompt is ~1,800 tokens: cached by today's models (512), not by Haiku 4.5."""
+    tier = api.tier("fast", api.settings(fast_model=OLD_HAIKU), examples=[])
     for index in range(2):
         usage = (await tier.classify(ticket(f"T-n{index}"))).attempt.usage
         assert usage.cache_read_input_tokens == 0
@@ -465,3 +479,110 @@ async def test_service_counts_requests_and_retries(api: Harness) -> None:
     assert f'ticket_router_llm_retries_total{{model="{HAIKU}",reason="rate_limit"}} 1.0' in exposition
     assert f'ticket_router_llm_requests_total{{model="{HAIKU}",status="429"}} 1.0' in exposition
     assert f'ticket_router_llm_requests_total{{model="{HAIKU}",status="ok"}} 1.0' in exposition
+
+
+# -- today's models: thinking, effort, refusals, pinned older models ---------------------------------
+
+
+@pytest.mark.parametrize("model", [m for m, f in MODELS.items() if not is_retired(f, utc_today())])
+async def test_the_default_request_passes_the_fake_for_every_model(api: Harness, model: str) -> None:
+    """What the router sends by default for each model of the table is accepted and answered in full."""
+    settings = api.settings(fast_model=model, strong_model=model)
+    answer = await api.tier("fast", settings).classify(ticket())
+    assert answer.attempt.outcome == "answered"
+    assert api.calls.statuses(model) == ["ok"]
+    [sent] = api.server.requests()
+    assert not set(sent) & {*SAMPLING, "tool_choice", "tools"}
+    assert [message["role"] for message in sent["messages"]] == ["user"], "no prefill"
+    facts = MODELS[model]
+    assert sent.get("output_config", {}).get("effort") == facts.defaults.effort
+    assert sent.get("thinking") == ({"type": facts.defaults.thinking} if facts.defaults.thinking else None)
+    assert answer.attempt.usage.output_tokens > 0
+
+
+async def test_thinking_on_gets_room_for_it_and_its_tokens_are_billed(api: Harness) -> None:
+    settings = api.settings(fast_thinking="adaptive", fast_effort="medium")
+    answer = await api.tier("fast", settings).classify(ticket())
+    assert answer.attempt.outcome == "answered"
+    [sent] = api.server.requests()
+    assert sent["thinking"] == {"type": "adaptive"}
+    assert sent["max_tokens"] == settings.llm_max_tokens + THINKING_ALLOWANCE["medium"]
+    usage = answer.attempt.usage
+    assert 0 < usage.thinking_tokens < usage.output_tokens
+    price = DEFAULT_PRICES[HAIKU]
+    expected = (
+        usage.input_tokens * price["input"]
+        + usage.output_tokens * price["output"]
+        + usage.cache_creation_input_tokens * price["cache_write"]
+        + usage.cache_read_input_tokens * price["cache_read"]
+    ) / 1_000_000
+    assert answer.attempt.cost_usd == pytest.approx(expected)
+
+
+async def test_thinking_that_fills_a_small_cap_is_cut_off_and_the_next_tier_answers(api: Harness) -> None:
+    """The issue's trap: thinking on (the 5.x default) with a 600-token cap ends in stop_reason max_tokens."""
+    settings = api.settings(fast_thinking="adaptive", fast_effort="high", fast_max_tokens=600)
+    result = await api.pipeline(settings).classify(ticket())
+    assert result.error_kind is None
+    assert [a.outcome for a in result.attempts] == ["invalid_output", "answered"]
+    assert "cut off" in str(result.attempts[0].error)
+    assert result.attempts[0].usage.output_tokens == 600, "the cut-off call is still billed"
+    assert api.calls.statuses(HAIKU) == ["cut_off"]
+    assert result.model_used == SONNET
+
+
+async def test_a_refusal_is_counted_apart_and_moves_to_the_next_tier(api: Harness) -> None:
+    api.script(haiku=quick_script(script=["refusal"]))
+    result = await api.pipeline().classify(ticket())
+    assert result.error_kind is None and result.model_used == SONNET
+    assert "refused" in str(result.attempts[0].error)
+    assert api.calls.statuses(HAIKU) == ["refusal"]
+
+
+async def test_pinned_older_models_still_classify_and_cache(api: Harness) -> None:
+    settings = api.settings(fast_model=OLD_HAIKU, strong_model=OLD_SONNET)
+    api.server.set_scenario(
+        Scenario(models={OLD_HAIKU: ModelScript(low_confidence_rate=1.0), OLD_SONNET: ModelScript()})
+    )
+    pipeline = api.pipeline(settings)
+    results = [await pipeline.classify(ticket(f"T-p{index}")) for index in range(2)]
+    assert all(result.error_kind is None for result in results)
+    sent = api.server.requests()
+    assert [body["model"] for body in sent] == [OLD_HAIKU, OLD_SONNET] * 2
+    haiku, sonnet = sent[0], sent[1]
+    assert "effort" not in haiku["output_config"] and "thinking" not in haiku, "Haiku 4.5 has neither"
+    assert sonnet["output_config"]["effort"] == "low" and "thinking" not in sonnet
+    second_haiku = results[1].attempts[0].usage
+    assert second_haiku.cache_read_input_tokens >= 4096, "the prompt is padded to Haiku 4.5's minimum"
+
+
+async def test_start_up_measures_the_prompt_with_count_tokens(
+    api: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    tier = api.tier("fast")
+    with caplog.at_level(logging.INFO, logger="ticket_router.claude"):
+        counted = await measure_system_prompt(tier)
+    estimate = cacheable_prefix_tokens(tier.system_blocks, tokenizer_factor(HAIKU))
+    assert counted is not None and estimate <= counted <= estimate + 20
+    assert any("(count_tokens); minimum cacheable 512" in r.getMessage() for r in caplog.records)
+
+    short = api.tier("fast", api.settings(fast_model=OLD_HAIKU), examples=[])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ticket_router.claude"):
+        await measure_system_prompt(short)
+    assert any("below the model's minimum cacheable length of 4096" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_failed_measurement_is_a_warning_not_a_stop(caplog: pytest.LogCaptureFixture) -> None:
+    settings = load_settings(
+        anthropic_api_key=API_KEY, anthropic_base_url="http://127.0.0.1:9", tiers=["fast"], llm_timeout_s=2.0
+    )
+    tier = build_claude_tier("fast", settings, TAXONOMY, examples=EXAMPLES)
+    try:
+        with caplog.at_level(logging.WARNING, logger="ticket_router.claude"):
+            assert await measure_system_prompt(tier) is None
+    finally:
+        await tier.close()
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"could not measure the system prompt for {HAIKU}: connection")
+    assert API_KEY not in warning

@@ -32,6 +32,35 @@ def test_a_key_selects_fast_then_strong() -> None:
             {"ticket_deadline_s": 30, "drain_timeout_s": 25},
             "TICKET_DEADLINE_S (30) must not exceed DRAIN_TIMEOUT_S (25)",
         ),
+        (
+            {"fast_model": "claude-sonnet-4-5"},
+            "FAST_MODEL: claude-sonnet-4-5 was retired on 2026-11-30; use claude-sonnet-5-5",
+        ),
+        (
+            {"strong_model": "claude-sonnet-4-5-20250929", "tiers": "local"},
+            "STRONG_MODEL: claude-sonnet-4-5-20250929 was retired on 2026-11-30; use claude-sonnet-5-5",
+        ),
+        (
+            {"fast_thinking": "sometimes"},
+            "FAST_THINKING: Input should be 'adaptive', 'disabled' or 'between_tools'",
+        ),
+        (
+            {"strong_effort": "extreme"},
+            "STRONG_EFFORT: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'",
+        ),
+        (
+            {"strong_thinking": "disabled"},
+            "STRONG_THINKING: 'disabled' is not accepted by claude-sonnet-5-5 "
+            "(allowed: adaptive, between_tools)",
+        ),
+        (
+            {"fast_model": "claude-haiku-4-5", "fast_effort": "low"},
+            "FAST_EFFORT: claude-haiku-4-5 has no effort setting (allowed: unset)",
+        ),
+        (
+            {"anthropic_api_key": "k", "fast_model": "my-own-model"},
+            "MODEL_PRICES has no price for 'my-own-model'",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(overrides: dict[str, object], expected: str) -> None:
@@ -49,6 +78,46 @@ def test_cli_reports_bad_config_in_one_line_without_traceback() -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "ticket-router: error: TIERS: unknown tier 'turbo' (allowed: local, fast, strong)"
+    ]
+
+
+def test_today_s_models_are_the_defaults_with_their_cheapest_valid_requests() -> None:
+    settings = load_settings(anthropic_api_key="k")
+    assert (settings.fast_model, settings.strong_model) == ("claude-haiku-5-5", "claude-sonnet-5-5")
+    fast, strong = settings.tier_request("fast"), settings.tier_request("strong")
+    assert (fast.thinking, fast.effort, fast.max_tokens) == ("disabled", "low", 600)
+    assert (strong.thinking, strong.effort, strong.max_tokens) == ("between_tools", "low", 600)
+    assert settings.model_warnings() == []
+
+
+def test_pinned_older_models_still_load_and_warn() -> None:
+    settings = load_settings(
+        anthropic_api_key="k", fast_model="claude-haiku-4-5-20251001", strong_model="claude-sonnet-4-6"
+    )
+    fast = settings.tier_request("fast")
+    assert (fast.thinking, fast.effort) == (None, None), "nothing Haiku 4.5 has no parameter for"
+    warnings = settings.model_warnings()
+    assert len(warnings) == 2
+    assert warnings[1].startswith("STRONG_MODEL: claude-sonnet-4-6 is a legacy model")
+
+
+def test_model_prices_add_to_the_table_instead_of_replacing_it() -> None:
+    row = {"input": 1.0, "output": 2.0, "cache_write": 1.25, "cache_read": 0.1}
+    settings = load_settings(
+        anthropic_api_key="k", fast_model="my-own-model", model_prices={"my-own-model": row}
+    )
+    assert settings.prices["my-own-model"] == row
+    assert settings.prices["claude-sonnet-5-5"]["input"] == 2.0
+
+
+def test_a_retired_model_stops_the_cli_with_one_line() -> None:
+    env = {"FAST_MODEL": "claude-sonnet-4-5", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "consume"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "ticket-router: error: FAST_MODEL: claude-sonnet-4-5 was retired on 2026-11-30; use claude-sonnet-5-5"
     ]
 
 

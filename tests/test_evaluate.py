@@ -332,3 +332,52 @@ def test_a_label_outside_the_taxonomy_names_the_row(
     )
     assert status == 2
     assert f"{labeled}:3: intent label 'no_such_intent' is not in the taxonomy" in capsys.readouterr().err
+
+
+# --- the Claude tiers against the fake Messages API -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fast_model", "strong_model"),
+    [(None, None), ("claude-haiku-4-5", "claude-sonnet-4-6")],
+    ids=["today's defaults", "pinned older models"],
+)
+def test_claude_tiers_report_models_cache_reads_and_cost(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fast_model: str | None,
+    strong_model: str | None,
+) -> None:
+    """The issue's check: with the defaults, Haiku 5.5 is the fast model, no answer is invalid, every
+    call after each model's first reads the cache, and a cost per 10k tickets is printed."""
+    from producer_tools.fake_api import ModelScript, Scenario, run_in_thread
+
+    expected_fast = fast_model or "claude-haiku-5-5"
+    expected_strong = strong_model or "claude-sonnet-5-5"
+    scenario = Scenario(
+        models={expected_fast: ModelScript(low_confidence_rate=0.15), expected_strong: ModelScript()}
+    )
+    with run_in_thread(scenario) as fake:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-evaluate-test")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        if fast_model is not None and strong_model is not None:
+            monkeypatch.setenv("FAST_MODEL", fast_model)
+            monkeypatch.setenv("STRONG_MODEL", strong_model)
+        out_json = tmp_path / "claude.json"
+        assert run_evaluate(EVAL_LABELED, "--tiers", "fast,strong", "--json", out_json) == 0
+    printed = capsys.readouterr().out
+    report = read_report(out_json)
+    assert report["run"]["models"] == {"fast": expected_fast, "strong": expected_strong}
+    assert "Claude calls per model" in printed and "cost per 10k tickets" in printed
+    assert expected_fast in printed and expected_strong in printed
+    assert report["cost"]["per_10k_tickets_usd"] > 0
+    assert report["outcomes"]["triaged_by_kind"].get("llm_invalid_output", 0) == 0
+    llm = report["llm"]
+    assert set(llm) == {expected_fast, expected_strong}
+    for model, row in llm.items():
+        assert row["invalid_outputs"] == 0 and row["unavailable"] == 0, model
+        assert row["writing_cache"] == 1, f"{model}: only the first call writes the prompt"
+        assert row["reading_cache"] == row["tickets"] - 1, f"{model}: every later call reads it"
+        assert row["tokens"]["cache_read"] > row["tokens"]["input"]
+    assert llm[expected_fast]["tier"] == "fast" and llm[expected_strong]["tier"] == "strong"

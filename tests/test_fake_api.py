@@ -13,6 +13,7 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ import yaml
 from anthropic.types import Message
 from pydantic import BaseModel, ValidationError
 
+from consumer.classify.models import MODELS
 from consumer.classify.tokens import estimate_tokens
 from consumer.errors import UserError
 from producer_tools import fake_api
@@ -40,11 +42,20 @@ from producer_tools.fake_api import (
 )
 from producer_tools.fake_api.sampling import Dice, sample_latency_ms
 
-# The SDK flags Sonnet 4.5 as deprecated; it is still one of the router's two default models.
+# The SDK flags Sonnet 4.5 as deprecated; the retirement tests still send it.
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
+# The legacy 4.x models do not think unless asked, so the tests of answers, faults and caching use
+# them; the 5.x models and today's contract have their own files (test_fake_api_*.py).
 HAIKU = "claude-haiku-4-5"
-SONNET = "claude-sonnet-4-5"
+SONNET = "claude-sonnet-4-6"
+HAIKU5 = "claude-haiku-5-5"
+SONNET5 = "claude-sonnet-5-5"
+OPUS5 = "claude-opus-5-5"
+RETIRED = "claude-sonnet-4-5"
+# The day Sonnet 4.5 was retired; the server's wall clock is pinned to it so that retirement (and
+# nothing else) does not depend on the day the tests run.
+TODAY = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 AXES: dict[str, list[str]] = {
     "team": ["billing", "infrastructure", "product", "security"],
     "urgency": ["critical", "high", "normal", "low"],
@@ -124,7 +135,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def server(clock: FakeClock) -> AsyncIterator[FakeApiServer]:
-    fake = FakeApiServer(clock=clock, shutdown_timeout_s=0.2)
+    fake = FakeApiServer(clock=clock, wall_clock=lambda: TODAY, shutdown_timeout_s=0.2)
     await fake.start()
     yield fake
     await fake.stop()
@@ -190,7 +201,7 @@ def answer_of(message: Message) -> Any:
 
 
 def scenario(**haiku: Any) -> Scenario:
-    """Both default models, with ``haiku`` scripted as given (through the file format's validation)."""
+    """The two legacy models, with ``haiku`` scripted as given (through the file format's validation)."""
     return Scenario.model_validate({"models": {HAIKU: haiku, SONNET: {}}})
 
 
@@ -284,15 +295,16 @@ async def test_unknown_model_is_not_found(client: anthropic.AsyncAnthropic) -> N
 
 
 async def test_dated_model_ids_resolve_by_prefix(client: anthropic.AsyncAnthropic) -> None:
-    message = await ask(client, model="claude-sonnet-4-5-20250929")
-    assert message.model == "claude-sonnet-4-5-20250929"
+    message = await ask(client, model="claude-haiku-4-5-20251001")
+    assert message.model == "claude-haiku-4-5-20251001"
     assert violations(answer_of(message)) == []
 
 
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
-        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": -1}, "max_tokens"),
+        ({"max_tokens": "600"}, "max_tokens"),
         ({"messages": []}, "messages"),
         ({"system": "a plain string"}, "system"),
         ({"system": [{"type": "image", "source": {}}]}, "system.0"),
@@ -475,7 +487,8 @@ async def test_malformed_rate_one_breaks_every_answer(
 
 # -- prompt caching -------------------------------------------------------------------------------------
 
-LONG = "Routing policy sentence that is repeated to make a long prompt. " * 120  # ≈ 2,200 tokens
+# ≈ 2,200 tokens on the 4.x tokenizer: above Sonnet 4.6's 2,048-token minimum, below Haiku 4.5's 4,096.
+LONG = "Routing policy sentence that is repeated to make a long prompt. " * 120
 
 
 def expected_total(message_text: str, system_text: str) -> int:
@@ -488,7 +501,7 @@ def expected_total(message_text: str, system_text: str) -> int:
 
 async def test_first_call_writes_the_cache_and_the_second_reads_it(client: anthropic.AsyncAnthropic) -> None:
     prefix = estimate_tokens(LONG)
-    assert 1024 <= prefix < 4096
+    assert MODELS[SONNET].min_cacheable_tokens <= prefix < MODELS[HAIKU].min_cacheable_tokens
     first = await ask(client, model=SONNET, system=[system_block(LONG)])
     second = await ask(client, model=SONNET, system=[system_block(LONG)], ticket_id="T-2")
     assert (first.usage.cache_creation_input_tokens, first.usage.cache_read_input_tokens) == (prefix, 0)
@@ -718,13 +731,16 @@ def test_scenario_files_load(tmp_path: Path, suffix: str) -> None:
     loaded = load_scenario(path)
     assert loaded.models[HAIKU].script == ["429", "ok"]
     assert loaded.min_cacheable_tokens(HAIKU + "-20251001") == 100
-    assert loaded.min_cacheable_tokens(SONNET) == 1024
+    assert loaded.min_cacheable_tokens(SONNET) == 2048  # not scripted: the table's figure
+    assert loaded.min_cacheable_tokens(HAIKU5) == 512
 
 
 def test_example_scenario_file_stays_valid() -> None:
     example = load_scenario(Path(fake_api.__file__).parent / "example-scenario.yaml")
-    assert example.models[HAIKU].low_confidence_rate == 0.15
-    assert example.resolve_model(SONNET + "-20250929") == SONNET
+    assert list(example.models) == [HAIKU5, SONNET5]
+    assert example.models[HAIKU5].low_confidence_rate == 0.15
+    assert example.models[HAIKU5].refusal_rate > 0
+    assert example.resolve_model(SONNET5 + "-20260928") == SONNET5
 
 
 @pytest.mark.parametrize(

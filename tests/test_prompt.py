@@ -11,6 +11,7 @@ import pytest
 from anthropic.lib._parse._transform import transform_schema
 
 from consumer.classify.claude import build_claude_tier, load_examples
+from consumer.classify.models import tokenizer_factor
 from consumer.classify.prompt import (
     TEMPLATE_VERSION,
     AnswerError,
@@ -26,7 +27,7 @@ from consumer.classify.prompt import (
     parse_answer_text,
     prompt_version,
     system_prompt,
-    target_prefix_tokens,
+    target_prefix_chars,
     uncovered_labels,
     usable_examples,
     user_message,
@@ -35,7 +36,8 @@ from consumer.config import load_settings
 from consumer.taxonomy import Taxonomy, load_taxonomy, parse_taxonomy
 from schemas.events import TicketEvent
 
-MODELS = ["claude-haiku-4-5", "claude-sonnet-4-5"]
+MODELS = ["claude-haiku-5-5", "claude-sonnet-5-5"]
+PINNED = ["claude-haiku-4-5", "claude-sonnet-4-6"]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def pool() -> list[Example]:
 
 @pytest.fixture(scope="module")
 def blocks(taxonomy: Taxonomy, pool: list[Example]) -> list[dict[str, Any]]:
-    return build_system_prompt(taxonomy, pool, target_prefix_tokens(MODELS))
+    return build_system_prompt(taxonomy, pool, target_prefix_chars(MODELS), min_examples=12)
 
 
 def ticket(body: str = "The export button does nothing.", **fields: Any) -> TicketEvent:
@@ -332,15 +334,41 @@ def test_system_prompt_carries_taxonomy_rubric_rules_and_cache_marker(
 
 
 def test_system_prompt_reaches_the_minimum_cacheable_length(blocks: list[dict[str, Any]]) -> None:
-    tokens = cacheable_prefix_tokens(blocks)
-    assert tokens >= 4096 * 1.2, tokens
-    assert cache_prefix_warning("claude-haiku-4-5", tokens) is None
-    assert cache_prefix_warning("claude-sonnet-4-5-20250929", tokens) is None
+    tokens = cacheable_prefix_tokens(blocks, tokenizer_factor("claude-haiku-5-5"))
+    assert tokens >= 512 * 1.2, tokens
+    for model in MODELS:
+        assert cache_prefix_warning(model, tokens) is None
+
+
+def test_today_s_models_need_no_padding_but_a_pinned_haiku_4_5_does(
+    taxonomy: Taxonomy, pool: list[Example]
+) -> None:
+    """The 5.x models cache from 512 tokens, so PROMPT_EXAMPLES alone decides the examples; with Haiku
+    4.5 pinned (4,096) the prompt is padded with more examples until that model caches it too."""
+    today = build_system_prompt(taxonomy, pool, target_prefix_chars(MODELS), min_examples=12)
+    assert today[-1]["text"].count("<example id=") == 12
+    assert (
+        build_system_prompt(taxonomy, pool, target_prefix_chars(MODELS), min_examples=3)[-1]["text"].count(
+            "<example id="
+        )
+        == 3
+    )
+    pinned = build_system_prompt(taxonomy, pool, target_prefix_chars(PINNED), min_examples=12)
+    assert pinned[-1]["text"].count("<example id=") > 12
+    assert cacheable_prefix_tokens(pinned, tokenizer_factor("claude-haiku-4-5")) >= 4096 * 1.2
+    assert target_prefix_chars(["claude-sonnet-4-6", "claude-haiku-5-5"]) == target_prefix_chars(
+        ["claude-sonnet-4-6"]
+    )
+
+
+def test_the_default_example_count_shows_every_label(taxonomy: Taxonomy, pool: list[Example]) -> None:
+    chosen = choose_examples(pool, taxonomy, budget_chars=0, min_count=load_settings().prompt_examples)
+    assert uncovered_labels(chosen, taxonomy) == []
 
 
 def test_system_prompt_is_stable_and_honours_the_ttl(taxonomy: Taxonomy, pool: list[Example]) -> None:
-    first = build_system_prompt(taxonomy, pool, 5_000)
-    assert first == build_system_prompt(taxonomy, list(pool), 5_000)
+    first = build_system_prompt(taxonomy, pool, 17_500)
+    assert first == build_system_prompt(taxonomy, list(pool), 17_500)
     hour = system_prompt(taxonomy, [], ttl="1h")
     assert hour[-1]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
 
@@ -352,19 +380,19 @@ def test_prefix_tokens_count_up_to_the_last_marker() -> None:
         {"type": "text", "text": "c" * 350},
     ]
     assert cacheable_prefix_tokens(blocks) == 20
+    assert cacheable_prefix_tokens(blocks, tokenizer_factor("claude-haiku-5-5")) == 26
     assert cacheable_prefix_tokens([{"type": "text", "text": "x"}]) == 0
 
 
 @pytest.mark.parametrize(
     ("model", "minimum"),
     [
+        ("claude-haiku-5-5", 512),
+        ("claude-sonnet-5-5", 512),
+        ("claude-opus-5-5", 512),
         ("claude-haiku-4-5", 4096),
         ("claude-haiku-4-5-20251001", 4096),
-        ("claude-sonnet-4-5", 1024),
         ("claude-sonnet-4-6", 2048),
-        ("claude-opus-4-5-20251101", 4096),
-        ("claude-opus-4-1", 1024),
-        ("claude-3-5-haiku-20241022", 2048),
         ("mystery-model", None),
     ],
 )
@@ -376,14 +404,16 @@ def test_prefix_warnings() -> None:
     assert "below the model's minimum cacheable length of 4096" in str(
         cache_prefix_warning("claude-haiku-4-5", 1_500)
     )
-    assert cache_prefix_warning("claude-sonnet-4-5", 1_500) is None
+    assert cache_prefix_warning("claude-haiku-5-5", 1_500) is None
     assert "no known minimum" in str(cache_prefix_warning("mystery-model", 9_999))
 
 
 def test_start_up_warns_when_the_prompt_is_too_short_to_cache(
     taxonomy: Taxonomy, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = load_settings(anthropic_api_key="sk-ant-test-0000000000", tiers=["fast", "strong"])
+    settings = load_settings(
+        anthropic_api_key="sk-ant-test-0000000000", tiers=["fast", "strong"], fast_model="claude-haiku-4-5"
+    )
     with caplog.at_level(logging.WARNING, logger="ticket_router.claude"):
         build_claude_tier("fast", settings, taxonomy, examples=[])
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -404,7 +434,7 @@ def test_prompt_version_changes_with_taxonomy_template_models_and_prompt(
         prompt_version(small_taxonomy(), TEMPLATE_VERSION, MODELS, blocks),
         prompt_version(small_taxonomy("security"), TEMPLATE_VERSION, MODELS, blocks),
         prompt_version(taxonomy, TEMPLATE_VERSION + "-next", MODELS, blocks),
-        prompt_version(taxonomy, TEMPLATE_VERSION, ["claude-haiku-4-5", "claude-sonnet-4-6"], blocks),
+        prompt_version(taxonomy, TEMPLATE_VERSION, PINNED, blocks),
         prompt_version(taxonomy, TEMPLATE_VERSION, MODELS, blocks[:-1]),
     }
     assert base not in variants

@@ -193,19 +193,23 @@ def test_a_key_echoed_by_the_server_is_masked() -> None:
 # -- replies and cost -------------------------------------------------------------------------------
 
 
-def test_refused_or_cut_replies_are_invalid_output() -> None:
+def test_refused_or_cut_replies_are_invalid_output_with_their_own_status() -> None:
     taxonomy = load_taxonomy()
-    with pytest.raises(AnswerError, match="refused"):
+    with pytest.raises(AnswerError, match="refused") as refused:
         classification_from_reply("refusal", ['{"team": '], taxonomy)
-    with pytest.raises(AnswerError, match="max_tokens"):
-        classification_from_reply("max_tokens", ['{"team": '], taxonomy)
-    with pytest.raises(AnswerError, match="no text"):
+    assert refused.value.status == "refusal"
+    for reason in ("max_tokens", "model_context_window_exceeded"):
+        with pytest.raises(AnswerError, match="cut off") as cut:
+            classification_from_reply(reason, ['{"team": '], taxonomy)
+        assert cut.value.status == "cut_off"
+    with pytest.raises(AnswerError, match="no text") as empty:
         classification_from_reply("end_turn", [], taxonomy)
+    assert empty.value.status == "invalid_output"
 
 
 def test_cost_matches_hand_computed_figures() -> None:
     haiku = price_for("claude-haiku-4-5", DEFAULT_PRICES)
-    sonnet = price_for("claude-sonnet-4-5-20250929", DEFAULT_PRICES)
+    sonnet = price_for("claude-sonnet-4-6", DEFAULT_PRICES)
     first_call = TokenUsage(input_tokens=1_000, output_tokens=200, cache_creation_input_tokens=5_000)
     # 1000 x $1 + 200 x $5 + 5000 x $1.25 = $8,250 per million calls' worth = $0.00825
     assert cost_usd(first_call, haiku) == pytest.approx(0.00825)
@@ -216,9 +220,51 @@ def test_cost_matches_hand_computed_figures() -> None:
     assert cost_usd(TokenUsage(cache_creation_input_tokens=5_000), haiku, 5_000) == pytest.approx(0.01)
 
 
+def test_today_s_models_cost_what_the_price_list_says() -> None:
+    haiku = price_for("claude-haiku-5-5", DEFAULT_PRICES)
+    sonnet = price_for("claude-sonnet-5-5", DEFAULT_PRICES)
+    call = TokenUsage(input_tokens=1_000, output_tokens=200, cache_read_input_tokens=5_000)
+    # 1000 x $0.10 + 200 x $0.50 + 5000 x $0.01 = $250 per million = $0.00025
+    assert cost_usd(call, haiku) == pytest.approx(0.00025)
+    # 1000 x $2 + 200 x $10 + 5000 x $0.10 = $4,500 per million = $0.0045
+    assert cost_usd(call, sonnet) == pytest.approx(0.0045)
+    # Sonnet 5.5: 1-hour writes $4, 5-minute writes $2.50
+    writes = TokenUsage(cache_creation_input_tokens=10_000)
+    assert cost_usd(writes, sonnet, 4_000) == pytest.approx((4_000 * 4.0 + 6_000 * 2.5) / 1e6)
+
+
+def test_haiku_5_5_bills_every_token_higher_above_100k_prompt_tokens() -> None:
+    haiku = price_for("claude-haiku-5-5", DEFAULT_PRICES)
+    at_limit = TokenUsage(input_tokens=40_000, cache_read_input_tokens=60_000, output_tokens=1_000)
+    # exactly 100,000 prompt tokens: the base rates
+    assert cost_usd(at_limit, haiku) == pytest.approx((40_000 * 0.10 + 60_000 * 0.01 + 1_000 * 0.50) / 1e6)
+    above = TokenUsage(
+        input_tokens=40_001,
+        cache_read_input_tokens=50_000,
+        cache_creation_input_tokens=10_000,
+        output_tokens=1_000,
+    )
+    # one more token: input, cache read, cache write and output all at the long-prompt rates
+    expected = (40_001 * 0.50 + 50_000 * 0.05 + 10_000 * 0.625 + 1_000 * 2.50) / 1e6
+    assert cost_usd(above, haiku) == pytest.approx(expected)
+    # other models have no long-prompt rates
+    sonnet = price_for("claude-sonnet-5-5", DEFAULT_PRICES)
+    assert cost_usd(above, sonnet) == pytest.approx(
+        (40_001 * 2.0 + 50_000 * 0.10 + 10_000 * 2.50 + 1_000 * 10.0) / 1e6
+    )
+
+
+def test_dated_ids_are_priced_by_their_alias() -> None:
+    assert price_for("claude-haiku-4-5-20251001", DEFAULT_PRICES) == price_for(
+        "claude-haiku-4-5", DEFAULT_PRICES
+    )
+
+
 def test_prices_need_every_kind() -> None:
     assert price_for("claude-haiku-4-5", DEFAULT_PRICES) == Price(1.0, 5.0, 1.25, 0.10, 2.0)
     with pytest.raises(ConfigError, match="no price"):
         price_for("claude-opus-4-5", DEFAULT_PRICES)
+    with pytest.raises(ConfigError, match="no price"):
+        price_for("claude-sonnet-4-5", DEFAULT_PRICES)  # retired: no longer priced
     with pytest.raises(ConfigError, match="lacks 'cache_read'"):
         price_for("m", {"m": {"input": 1.0, "output": 1.0, "cache_write": 1.0}})

@@ -35,6 +35,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from consumer.classify.base import TierAnswer, TierInvalidOutput, TierUnavailable
 from consumer.classify.deadline import remaining_s
+from consumer.classify.models import TierRequest, facts_for, tokenizer_factor
 from consumer.classify.prompt import (
     TEMPLATE_VERSION,
     AnswerError,
@@ -46,7 +47,7 @@ from consumer.classify.prompt import (
     output_schema,
     parse_answer_text,
     prompt_version,
-    target_prefix_tokens,
+    target_prefix_chars,
     uncovered_labels,
     usable_examples,
     user_message,
@@ -61,7 +62,7 @@ from consumer.classify.retry import (
     retry_wait_s,
     stop_reason,
 )
-from consumer.config import ConfigError, Settings
+from consumer.config import ConfigError, Settings, price_key
 from consumer.logs import redact
 from consumer.taxonomy import Taxonomy
 from schemas.events import Classification, TicketEvent, TierAttempt, TokenUsage
@@ -83,50 +84,66 @@ ONE_HOUR_WRITE_MULTIPLIER = 2.0  # 1-hour cache writes cost 2x input (5-minute o
 
 @dataclass(frozen=True)
 class Price:
-    """USD per million tokens for one model."""
+    """USD per million tokens for one model; ``long`` rates apply above ``long_above`` prompt tokens."""
 
     input: float
     output: float
     cache_write: float
     cache_read: float
     cache_write_1h: float
+    long: Price | None = None
+    long_above: int = 0
 
     @classmethod
     def from_table(cls, row: Mapping[str, float]) -> Price:
-        """From a MODEL_PRICES row; ``cache_write_1h`` defaults to 2x input as published."""
+        """From a MODEL_PRICES row; ``cache_write_1h`` defaults to 2x input as published.
+
+        ``long_context_above`` with ``long_*`` rates describes a model (Haiku 5.5) that bills every
+        token of a request at higher rates once its prompt exceeds that many tokens.
+        """
+        long = None
+        if "long_context_above" in row:
+            long = cls.from_table({key[5:]: value for key, value in row.items() if key.startswith("long_")})
         return cls(
             input=row["input"],
             output=row["output"],
             cache_write=row["cache_write"],
             cache_read=row["cache_read"],
             cache_write_1h=row.get("cache_write_1h", row["input"] * ONE_HOUR_WRITE_MULTIPLIER),
+            long=long,
+            long_above=int(row.get("long_context_above", 0)),
         )
+
+    def for_prompt(self, prompt_tokens: int) -> Price:
+        """The rates a request with ``prompt_tokens`` (input + cache reads + cache writes) is billed at."""
+        if self.long is not None and prompt_tokens > self.long_above:
+            return self.long
+        return self
 
 
 def price_for(model: str, prices: Mapping[str, Mapping[str, float]]) -> Price:
-    """The model's price row: exact id first, else the longest priced id it starts with (dated ids)."""
-    row = prices.get(model)
-    if row is None:
-        candidates = [name for name in prices if model.startswith(name + "-")]
-        if not candidates:
-            raise ConfigError(f"MODEL_PRICES has no price for {model!r} (priced: {', '.join(prices)})")
-        row = prices[max(candidates, key=len)]
+    """The model's price row: its own id, else the model-table id or priced id it is a dated form of."""
+    key = price_key(model, {name: dict(row) for name, row in prices.items()})
+    if key is None:
+        raise ConfigError(f"MODEL_PRICES has no price for {model!r} (priced: {', '.join(prices)})")
     try:
-        return Price.from_table(row)
+        return Price.from_table(prices[key])
     except KeyError as exc:
         raise ConfigError(f"MODEL_PRICES[{model!r}] lacks {exc.args[0]!r}") from None
 
 
 def cost_usd(usage: TokenUsage, price: Price, cache_write_1h_tokens: int = 0) -> float:
     """Spend for one call; cache writes split by TTL (``cache_write_1h_tokens`` of them are 1-hour)."""
+    prompt = usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
+    rates = price.for_prompt(prompt)
     write_1h = min(cache_write_1h_tokens, usage.cache_creation_input_tokens)
     write_5m = usage.cache_creation_input_tokens - write_1h
     total = (
-        usage.input_tokens * price.input
-        + usage.output_tokens * price.output
-        + write_5m * price.cache_write
-        + write_1h * price.cache_write_1h
-        + usage.cache_read_input_tokens * price.cache_read
+        usage.input_tokens * rates.input
+        + usage.output_tokens * rates.output
+        + write_5m * rates.cache_write
+        + write_1h * rates.cache_write_1h
+        + usage.cache_read_input_tokens * rates.cache_read
     )
     return total / PER_MILLION
 
@@ -144,12 +161,17 @@ class ReplyCacheCreation(_ReplyModel):
     ephemeral_1h_input_tokens: int = 0
 
 
+class ReplyOutputDetails(_ReplyModel):
+    thinking_tokens: int = 0
+
+
 class ReplyUsage(_ReplyModel):
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_input_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     cache_creation: ReplyCacheCreation | None = None
+    output_tokens_details: ReplyOutputDetails | None = None
 
 
 class Reply(_ReplyModel):
@@ -168,24 +190,48 @@ class Reply(_ReplyModel):
 
 def usage_from(reply_usage: ReplyUsage) -> tuple[TokenUsage, int]:
     """TokenUsage from a reply's usage, and how many cache-write tokens were 1-hour writes."""
+    details = reply_usage.output_tokens_details
     usage = TokenUsage(
         input_tokens=reply_usage.input_tokens,
         output_tokens=reply_usage.output_tokens,
         cache_read_input_tokens=reply_usage.cache_read_input_tokens or 0,
         cache_creation_input_tokens=reply_usage.cache_creation_input_tokens or 0,
+        thinking_tokens=details.thinking_tokens if details is not None else 0,
     )
     breakdown = reply_usage.cache_creation
     return usage, breakdown.ephemeral_1h_input_tokens if breakdown is not None else 0
 
 
+class RefusedAnswer(AnswerError):
+    """``stop_reason: refusal``: the model's safety classifier declined; no answer to read."""
+
+    status = "refusal"
+
+
+class CutOffAnswer(AnswerError):
+    """The reply stopped at ``max_tokens`` (or the context window) before the answer was complete."""
+
+    status = "cut_off"
+
+
+CUT_OFF_REASONS = ("max_tokens", "model_context_window_exceeded")
+
+
 def classification_from_reply(
     stop_reason: str | None, texts: Sequence[str], taxonomy: Taxonomy
 ) -> Classification:
-    """The answer in a reply's text blocks, or AnswerError (refused, cut off, not in the schema)."""
+    """The answer in a reply's text blocks (thinking blocks are not read), or AnswerError.
+
+    A refusal and a cut-off answer are their own subclasses, so they are counted apart from answers
+    outside the schema: each asks for a different fix (a prompt or policy question; more
+    ``max_tokens`` or less thinking).
+    """
     if stop_reason == "refusal":
-        raise AnswerError("the model refused to answer")
-    if stop_reason == "max_tokens":
-        raise AnswerError("the answer was cut off at max_tokens (raise LLM_MAX_TOKENS)")
+        raise RefusedAnswer("the model refused to answer (stop_reason refusal)")
+    if stop_reason in CUT_OFF_REASONS:
+        raise CutOffAnswer(
+            f"the answer was cut off ({stop_reason}): raise the tier's max_tokens or lower its thinking"
+        )
     text = "".join(texts).strip()
     if not text:
         raise AnswerError(f"the reply has no text block (stop_reason={stop_reason})")
@@ -236,6 +282,22 @@ def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, _CallFailed) and retry_reason(exc.failure) is not None
 
 
+def request_params(request: TierRequest, schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The per-tier part of every create call: max_tokens, structured output, effort, thinking.
+
+    Built once per tier. Never sampling parameters (a 400 under API version 2026-10-21), never an
+    assistant prefill (a 400 on the 5.5 models), never a forced tool (a 400 on Sonnet and Opus 5.5):
+    the answer's shape comes from ``output_config.format`` on every model.
+    """
+    output_config: dict[str, Any] = {"format": {"type": "json_schema", "schema": schema}}
+    if request.effort is not None:
+        output_config["effort"] = request.effort
+    params: dict[str, Any] = {"max_tokens": request.max_tokens, "output_config": output_config}
+    if request.thinking is not None:
+        params["thinking"] = {"type": request.thinking}
+    return params
+
+
 # -- the tier ---------------------------------------------------------------------------------------
 
 
@@ -262,7 +324,7 @@ class ClaudeTier:
         *,
         price: Price,
         retry_policy: RetryPolicy,
-        max_tokens: int = 600,
+        request: TierRequest | None = None,
         body_char_limit: int = 8_000,
         request_timeout_s: float = 20.0,
         deadline_s: float = 60.0,
@@ -279,7 +341,8 @@ class ClaudeTier:
         self.schema = output_schema(taxonomy)
         self.price = price
         self.retry_policy = retry_policy
-        self.max_tokens = max_tokens
+        self.request = request or TierRequest(thinking=None, effort=None, max_tokens=600, thinks=False)
+        self.params = request_params(self.request, self.schema)
         self.body_char_limit = body_char_limit
         self.request_timeout_s = request_timeout_s
         self.deadline_s = deadline_s
@@ -365,11 +428,10 @@ class ClaudeTier:
         try:
             raw = await self._client.messages.with_raw_response.create(
                 model=self.model,
-                max_tokens=self.max_tokens,
                 system=cast(Any, self.system_blocks),
                 messages=[{"role": "user", "content": user_message(ticket, self.body_char_limit)}],
-                output_config={"format": {"type": "json_schema", "schema": self.schema}},
                 timeout=min(self.request_timeout_s, remaining),
+                **self.params,
             )
             body = await raw.read()  # the body is streamed: reading it can still time out or break
         except (anthropic.AnthropicError, httpx2.HTTPError) as exc:
@@ -394,7 +456,7 @@ class ClaudeTier:
         try:
             classification = classification_from_reply(reply.stop_reason, texts, self.taxonomy)
         except AnswerError as exc:
-            self._record_request("invalid_output")
+            self._record_request(exc.status)
             raise TierInvalidOutput(
                 f"{self.model}: {exc}",
                 attempts=call.attempts,
@@ -412,6 +474,16 @@ class ClaudeTier:
             cost_usd=cost_usd(usage, self.price, one_hour_writes),
         )
         return TierAnswer(classification, attempt)
+
+    async def count_prompt_tokens(self) -> int:
+        """Tokens of the cached system prompt plus a one-word ticket, by the free count_tokens call."""
+        counted = await self._client.messages.count_tokens(
+            model=self.model,
+            system=cast(Any, self.system_blocks),
+            messages=[{"role": "user", "content": "ticket"}],
+            timeout=self.request_timeout_s,
+        )
+        return counted.input_tokens
 
     async def close(self) -> None:
         if self._owns_client:
@@ -477,22 +549,59 @@ def sdk_open_telemetry(provider: trace.TracerProvider) -> Literal[False] | None:
     return None
 
 
-def model_for_tier(name: str, settings: Settings) -> str:
-    if name == "fast":
-        return settings.fast_model
-    if name == "strong":
-        return settings.strong_model
-    raise ConfigError(f"TIERS: {name!r} is not a Claude tier (fast, strong)")
-
-
 def warn_about_prompt(model: str, blocks: Sequence[Mapping[str, Any]]) -> None:
     """The start-up warning an operator can act on: a system prompt too short to be cached."""
-    prefix = cacheable_prefix_tokens(blocks)
+    prefix = cacheable_prefix_tokens(blocks, tokenizer_factor(model))
     warning = cache_prefix_warning(model, prefix)
     if warning is not None:
         log.warning(warning, extra={"model": model, "prefix_tokens": prefix})
     else:
         log.info("system prompt is about %d tokens for %s", prefix, model, extra={"model": model})
+
+
+async def measure_system_prompt(tier: ClaudeTier) -> int | None:
+    """The cached prefix's real size from the free ``count_tokens`` endpoint, logged with the minimum.
+
+    Our own figure is an estimate (no tokenizer offline); this one is the API's, for the model the
+    tier calls. A failure is logged and returns None: measuring is advice, not a start-up condition.
+    """
+    minimum = facts.min_cacheable_tokens if (facts := facts_for(tier.model)) is not None else None
+    try:
+        counted = await tier.count_prompt_tokens()
+    except (anthropic.AnthropicError, httpx2.HTTPError) as exc:
+        failure = failure_from_exception(exc)
+        reason = failure.describe() if failure is not None else type(exc).__name__
+        log.warning("could not measure the system prompt for %s: %s", tier.model, reason)
+        return None
+    fields = {"model": tier.model, "prompt_tokens": counted, "min_cacheable_tokens": minimum}
+    if minimum is not None and counted < minimum:
+        log.warning(
+            "the cached system prompt for %s is %d tokens (count_tokens), below the model's minimum "
+            "cacheable length of %d: it will never be cached (raise PROMPT_EXAMPLES)",
+            tier.model,
+            counted,
+            minimum,
+            extra=fields,
+        )
+    else:
+        log.info(
+            "system prompt for %s is %d tokens (count_tokens); minimum cacheable %s",
+            tier.model,
+            counted,
+            minimum if minimum is not None else "unknown",
+            extra=fields,
+        )
+    return counted
+
+
+def tier_signature(settings: Settings) -> list[str]:
+    """Model and request settings of both Claude tiers, for ``prompt_version``."""
+    signature = []
+    for tier in ("fast", "strong"):
+        request = settings.tier_request(tier)
+        parts = (settings.model_for(tier), request.thinking, request.effort, str(request.max_tokens))
+        signature.append(":".join(part or "-" for part in parts))
+    return signature
 
 
 def build_claude_tier(
@@ -508,14 +617,23 @@ def build_claude_tier(
 ) -> ClaudeTier:
     """A fast or strong tier from settings. Both tiers get the same system prompt (and version).
 
-    The prompt is sized for the larger minimum cacheable length of the two configured models, so
-    one prompt is cached by both; ``examples`` overrides the training file (tests, custom data).
-    A ``client`` passed in is shared and not closed by the tier.
+    The prompt holds ``PROMPT_EXAMPLES`` labeled examples, or more when a configured model's minimum
+    cacheable length needs them (a pinned Haiku 4.5 caches from 4,096 tokens, the 5.x models from
+    512), so one prompt is cached by both tiers; ``examples`` overrides the training file (tests,
+    custom data). A ``client`` passed in is shared and not closed by the tier.
     """
-    model = model_for_tier(name, settings)
+    if name not in ("fast", "strong"):
+        raise ConfigError(f"TIERS: {name!r} is not a Claude tier (fast, strong)")
+    model = settings.model_for(name)
     pool = list(examples) if examples is not None else load_examples(settings.local_training_path)
     models = [settings.fast_model, settings.strong_model]
-    blocks = build_system_prompt(taxonomy, pool, target_prefix_tokens(models), ttl=settings.prompt_cache_ttl)
+    blocks = build_system_prompt(
+        taxonomy,
+        pool,
+        target_prefix_chars(models),
+        min_examples=settings.prompt_examples,
+        ttl=settings.prompt_cache_ttl,
+    )
     missing = uncovered_labels(usable_examples(pool, taxonomy), taxonomy)
     if missing:
         log.warning(
@@ -530,17 +648,17 @@ def build_claude_tier(
         client if client is not None else make_client(settings),
         taxonomy,
         blocks,
-        price=price_for(model, settings.model_prices),
+        price=price_for(model, settings.prices),
         retry_policy=RetryPolicy(
             max_attempts=settings.llm_max_attempts,
             initial_s=settings.llm_backoff_initial_s,
             max_s=settings.llm_backoff_max_s,
         ),
-        max_tokens=settings.llm_max_tokens,
+        request=settings.tier_request(name),
         body_char_limit=settings.body_char_limit,
         request_timeout_s=settings.llm_timeout_s,
         deadline_s=settings.ticket_deadline_s,
-        version=prompt_version(taxonomy, TEMPLATE_VERSION, models, blocks),
+        version=prompt_version(taxonomy, TEMPLATE_VERSION, tier_signature(settings), blocks),
         on_retry=on_retry,
         on_request=on_request,
         jitter=jitter,

@@ -8,7 +8,9 @@ tested without a network, and lets ``evaluate``/``bench`` reuse it.
 Three properties matter more than wording:
 
 * the system prompt is the cached prefix, so it must reach the model's minimum cacheable length
-  (otherwise the API silently never caches it) and it must not vary per ticket;
+  (otherwise the API silently never caches it) and it must not vary per ticket; the number of static
+  examples in it is otherwise a setting chosen for accuracy (``PROMPT_EXAMPLES``), since today's
+  models cache from 512 tokens and no longer need a prompt padded to 4,096;
 * the ticket is fenced as untrusted data and the fence cannot be closed from inside the ticket;
 * an answer is accepted only if it matches the schema exactly: nothing is coerced or guessed.
 """
@@ -26,7 +28,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from consumer.classify.tokens import CHARS_PER_TOKEN, estimate_tokens
+from consumer.classify.models import facts_for, tokenizer_factor
+from consumer.classify.tokens import chars_for_tokens, estimate_tokens
 from consumer.taxonomy import Taxonomy
 from schemas.events import AxisPrediction, Classification, TicketEvent
 
@@ -40,25 +43,8 @@ FENCE_CLOSE = "</ticket>"
 EXAMPLE_BODY_CHARS = 700
 SUMMARY_MAX_CHARS = 200
 
-# Published minimum cacheable prompt lengths (tokens), matched as substrings of the model id, longest
-# key first. A prefix shorter than this is billed in full on every call and never reported as cached.
-# Sonnet 4.6 is documented at 1024 but has been observed to cache only from 2048, so 2048 is used.
-MIN_CACHEABLE_TOKENS: dict[str, int] = {
-    "haiku-4-5": 4096,
-    "opus-4-5": 4096,
-    "opus-4-6": 4096,
-    "sonnet-4-6": 2048,
-    "sonnet-4-5": 1024,
-    "sonnet": 1024,
-    "opus-4-1": 1024,
-    "opus-4-0": 1024,
-    "opus-4-2025": 1024,
-    "haiku-3-5": 2048,
-    "3-5-haiku": 2048,
-    "3-haiku": 2048,
-}
-# Our token estimate (3.5 chars/token) runs above the real tokenizer for English prose, so a prompt
-# estimated at exactly the minimum may really be below it; aim this much higher.
+# Our token estimate runs above the real tokenizer for English prose, so a prompt estimated at exactly
+# a model's minimum cacheable length may really be below it; aim this much higher.
 CACHE_SAFETY_MARGIN = 1.2
 UNKNOWN_MODEL_MIN_TOKENS = 4096
 
@@ -66,7 +52,12 @@ CacheTtl = Literal["5m", "1h"]
 
 
 class AnswerError(ValueError):
-    """A model answer outside the output schema; the message says what was wrong (never the key)."""
+    """A model answer outside the output schema; the message says what was wrong (never the key).
+
+    ``status`` is the ``ticket_router_llm_requests_total`` status it is counted under.
+    """
+
+    status = "invalid_output"
 
 
 class PromptError(ValueError):
@@ -375,17 +366,20 @@ class _Selection:
         self.chars += rendered_chars
 
 
-def choose_examples(pool: Sequence[Example], taxonomy: Taxonomy, budget_chars: int) -> list[Example]:
+def choose_examples(
+    pool: Sequence[Example], taxonomy: Taxonomy, budget_chars: int, min_count: int = 0
+) -> list[Example]:
     """A deterministic few-shot set: every label (and language) first, then the rarest label mixes.
 
     Greedy in pool order: first each pick adds the most not-yet-shown (axis, label) pairs, so every
     label of every axis is demonstrated; then picks favour examples whose labels are least shown so
-    far, keeping the set balanced, until the rendered examples fill ``budget_chars``.
+    far, keeping the set balanced, until there are ``min_count`` examples and the rendered examples
+    fill ``budget_chars``.
     """
     remaining = list(usable_examples(pool, taxonomy))
     rendered = {id(ex): len(render_example(ex)) + 2 for ex in remaining}
     selection = _Selection()
-    while remaining and selection.chars < budget_chars:
+    while remaining and (len(selection.chosen) < min_count or selection.chars < budget_chars):
         best = min(
             range(len(remaining)),
             key=lambda i: (
@@ -494,40 +488,53 @@ def system_prompt(
     return [_text_block(_ROLE), _text_block(_taxonomy_text(taxonomy)), last]
 
 
-def target_prefix_tokens(models: Iterable[str]) -> int:
-    """Estimated tokens the cached prefix should reach so every model in ``models`` caches it."""
-    minimum = max(
-        (min_cacheable_tokens(model) or UNKNOWN_MODEL_MIN_TOKENS for model in models),
-        default=UNKNOWN_MODEL_MIN_TOKENS,
+def target_prefix_chars(models: Iterable[str]) -> int:
+    """Characters the cached prefix should reach so every model in ``models`` caches it.
+
+    Counted per model with its own tokenizer: 512 tokens on a 5.x model are fewer characters than
+    4,096 on Haiku 4.5, so a pinned older model is what decides the padding.
+    """
+    return max(
+        (
+            chars_for_tokens(
+                math.ceil((min_cacheable_tokens(model) or UNKNOWN_MODEL_MIN_TOKENS) * CACHE_SAFETY_MARGIN),
+                tokenizer_factor(model),
+            )
+            for model in models
+        ),
+        default=chars_for_tokens(math.ceil(UNKNOWN_MODEL_MIN_TOKENS * CACHE_SAFETY_MARGIN)),
     )
-    return math.ceil(minimum * CACHE_SAFETY_MARGIN)
 
 
 def build_system_prompt(
-    taxonomy: Taxonomy, pool: Sequence[Example], target_tokens: int, ttl: CacheTtl = "5m"
+    taxonomy: Taxonomy,
+    pool: Sequence[Example],
+    target_chars: int,
+    min_examples: int = 0,
+    ttl: CacheTtl = "5m",
 ) -> list[dict[str, Any]]:
-    """``system_prompt`` with just enough examples from ``pool`` to reach ``target_tokens``."""
+    """``system_prompt`` with ``min_examples`` examples from ``pool``, or more to reach ``target_chars``."""
     base_chars = sum(len(block["text"]) for block in system_prompt(taxonomy, [], ttl))
-    budget_chars = max(0, math.ceil(target_tokens * CHARS_PER_TOKEN) - base_chars)
-    return system_prompt(taxonomy, choose_examples(pool, taxonomy, budget_chars), ttl)
+    budget_chars = max(0, target_chars - base_chars)
+    return system_prompt(taxonomy, choose_examples(pool, taxonomy, budget_chars, min_examples), ttl)
 
 
 # -- cache prefix checks ----------------------------------------------------------------------------
 
 
-def cacheable_prefix_tokens(blocks: Sequence[Mapping[str, Any]]) -> int:
+def cacheable_prefix_tokens(blocks: Sequence[Mapping[str, Any]], factor: float = 1.0) -> int:
     """Estimated tokens up to and including the last block carrying ``cache_control`` (0 if none)."""
     marked = [i for i, block in enumerate(blocks) if block.get("cache_control")]
     if not marked:
         return 0
     text = "".join(str(block.get("text", "")) for block in blocks[: marked[-1] + 1])
-    return estimate_tokens(text)
+    return estimate_tokens(text, factor)
 
 
 def min_cacheable_tokens(model: str) -> int | None:
-    """The model family's minimum cacheable prompt length, or None for a model we do not know."""
-    matches = [key for key in MIN_CACHEABLE_TOKENS if key in model]
-    return MIN_CACHEABLE_TOKENS[max(matches, key=len)] if matches else None
+    """The model's minimum cacheable prompt length (model table), or None for a model we do not know."""
+    facts = facts_for(model)
+    return facts.min_cacheable_tokens if facts is not None else None
 
 
 def cache_prefix_warning(model: str, prefix_tokens: int) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from consumer.config import Settings
 from producer_tools.fake_api.scenario import Latency, ModelScript, Scenario
 from producer_tools.samples import bundled_texts, generate_samples
 from schemas.events import AuthorRole, TicketEvent
@@ -24,8 +25,9 @@ WorkerKind = Literal["passthrough", "router", "sdk"]
 SCENARIO_IDS: tuple[ScenarioId, ...] = ("a", "b", "c", "d", "e", "f")
 ROUTER_SCENARIOS: frozenset[str] = frozenset({"b", "c", "e", "f"})
 
-FAST_MODEL = "claude-haiku-4-5"
-STRONG_MODEL = "claude-sonnet-4-5"
+# The service's own defaults, so the bench measures the requests a default deployment sends.
+FAST_MODEL: str = Settings.model_fields["fast_model"].default
+STRONG_MODEL: str = Settings.model_fields["strong_model"].default
 FAST_LATENCY_MS = 50.0
 STRONG_LATENCY_MS = 180.0
 ESCALATION_RATE = 0.15

@@ -20,8 +20,22 @@ from consumer.service import build_pipeline, build_tiers
 from consumer.taxonomy import Taxonomy
 from producer_tools.evaluation.dataset import LabeledTicket
 from producer_tools.evaluation.metrics import NO_ANSWER
+from schemas.events import TokenUsage
 
 LOCAL_PREDICT_BATCH = 512
+CLAUDE_TIERS = ("fast", "strong")
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One Claude tier's work on one ticket: its model, how it ended, and what it was billed."""
+
+    tier: str
+    model: str
+    outcome: str
+    requests: int
+    usage: TokenUsage
+    cost_usd: float
 
 
 @dataclass(frozen=True)
@@ -36,6 +50,7 @@ class TicketOutcome:
     final_tier: str | None
     cost_usd: float
     latency_ms: float
+    model_calls: tuple[ModelCall, ...] = ()
 
     @property
     def routed(self) -> bool:
@@ -64,6 +79,7 @@ class FoldRun:
     train_s: float
     eval_s: float
     tiers: list[str] = field(default_factory=list)
+    models: dict[str, str] = field(default_factory=dict)
 
 
 def outcome_of(result: PipelineResult, axes: Sequence[str], latency_ms: float) -> TicketOutcome:
@@ -85,6 +101,11 @@ def outcome_of(result: PipelineResult, axes: Sequence[str], latency_ms: float) -
         final_tier=answered[-1] if answered and result.error_kind is None else None,
         cost_usd=result.cost_usd,
         latency_ms=latency_ms,
+        model_calls=tuple(
+            ModelCall(a.tier, a.model, a.outcome, a.attempts, a.usage, a.cost_usd)
+            for a in result.attempts
+            if a.tier in CLAUDE_TIERS
+        ),
     )
 
 
@@ -144,4 +165,5 @@ async def run_pipeline(
         train_s=train_s,
         eval_s=eval_s,
         tiers=list(settings.effective_tiers),
+        models={tier: settings.model_for(tier) for tier in settings.effective_tiers if tier in CLAUDE_TIERS},
     )

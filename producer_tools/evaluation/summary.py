@@ -17,6 +17,7 @@ from producer_tools.evaluation.runner import AxisAnswer, TicketOutcome
 
 TRIAGE_GROUP = "needs-human-triage"
 TOP_CONFUSIONS = 10
+LLM_TOKEN_KINDS = ("input", "cache_read", "cache_write", "output", "thinking")
 MIN_GROUP_FOR_GAP = 5
 """Groups smaller than this are shown but never named the best or worst: too few to mean much."""
 
@@ -121,6 +122,50 @@ def cost_and_latency(runs: Sequence[Sequence[TicketOutcome]]) -> dict[str, Any]:
     }
 
 
+def llm_report(runs: Sequence[Sequence[TicketOutcome]]) -> dict[str, Any]:
+    """Per model, pooled over repeats: calls, invalid answers, tokens by kind and cache use.
+
+    "invalid" counts answers that could not be used (outside the schema, refused or cut off): with
+    today's models a cut-off answer usually means thinking ate the tier's max_tokens.
+    """
+    by_model: dict[str, dict[str, Any]] = {}
+    for call in (call for run in runs for outcome in run for call in outcome.model_calls):
+        row = by_model.setdefault(
+            call.model,
+            {
+                "tier": call.tier,
+                "tickets": 0,
+                "requests": 0,
+                "invalid_outputs": 0,
+                "unavailable": 0,
+                "reading_cache": 0,
+                "writing_cache": 0,
+                "tokens": Counter[str](),
+                "cost_usd": 0.0,
+            },
+        )
+        usage = call.usage
+        row["tickets"] += 1
+        row["requests"] += call.requests
+        row["invalid_outputs"] += call.outcome == "invalid_output"
+        row["unavailable"] += call.outcome == "unavailable"
+        row["reading_cache"] += usage.cache_read_input_tokens > 0
+        row["writing_cache"] += usage.cache_creation_input_tokens > 0
+        row["tokens"].update(
+            {
+                "input": usage.input_tokens,
+                "output": usage.output_tokens,
+                "thinking": usage.thinking_tokens,
+                "cache_read": usage.cache_read_input_tokens,
+                "cache_write": usage.cache_creation_input_tokens,
+            }
+        )
+        row["cost_usd"] += call.cost_usd
+    for row in by_model.values():
+        row["tokens"] = {kind: row["tokens"][kind] for kind in LLM_TOKEN_KINDS}
+    return by_model
+
+
 def _share_float(total: float, n: int) -> float:
     return total / n if n else 0.0
 
@@ -195,5 +240,6 @@ def summarize(
         "outcomes": outcome_report(first),
         "escalation": escalation_report(first),
         **cost_and_latency(runs),
+        "llm": llm_report(runs),
         "coverage_curve": curve_report(items, first, local, axes),
     }

@@ -96,6 +96,32 @@ def pipeline_table(report: Mapping[str, Any]) -> Table:
     return table
 
 
+def llm_table(report: Mapping[str, Any]) -> Table | None:
+    """Claude calls per model: what was billed, whether answers were usable, whether the cache hit."""
+    llm = report.get("llm") or {}
+    if not llm:
+        return None
+    table = Table(title="Claude calls per model (all repeats)")
+    columns = ("model", "tier", "tickets", "invalid", "cache reads", "input", "cache read", "cache write")
+    for column in (*columns, "output (thinking)", "cost"):
+        table.add_column(column, justify="left" if column in ("model", "tier") else "right")
+    for model, row in llm.items():
+        tokens = row["tokens"]
+        table.add_row(
+            model,
+            row["tier"],
+            str(row["tickets"]),
+            str(row["invalid_outputs"]),
+            f"{row['reading_cache']}/{row['tickets']}",
+            f"{tokens['input']:,}",
+            f"{tokens['cache_read']:,}",
+            f"{tokens['cache_write']:,}",
+            f"{tokens['output']:,} ({tokens['thinking']:,})",
+            f"${row['cost_usd']:.4f}",
+        )
+    return table
+
+
 def curve_table(report: Mapping[str, Any]) -> Table:
     curve = report["coverage_curve"]
     table = Table(title=f"Coverage vs accuracy ({curve['source']})", caption="t: least confident axis >= t")
@@ -138,12 +164,16 @@ def render(report: Mapping[str, Any], console: Console | None = None) -> None:
         if not console.is_terminal:
             console = Console(width=PIPED_WIDTH)
     run = report["run"]
+    models = ", ".join(f"{tier} {model}" for tier, model in (run.get("models") or {}).items())
     console.print(
         f"[bold]{run['labeled_file']}[/bold]: {report['n']} tickets, taxonomy {run['taxonomy']}, "
-        f"tiers {','.join(run['tiers'])}, {run['wall_s']:.1f} s"
+        f"tiers {','.join(run['tiers'])}{f' ({models})' if models else ''}, {run['wall_s']:.1f} s"
     )
     console.print(axes_table(report))
     console.print(pipeline_table(report))
+    llm = llm_table(report)
+    if llm is not None:
+        console.print(llm)
     console.print(curve_table(report))
     if report.get("cv"):
         console.print(cv_table(report["cv"]))

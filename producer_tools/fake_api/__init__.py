@@ -1,7 +1,11 @@
 """A fake Anthropic Messages API for tests, benchmarks and demos, since no real API is reachable here.
 
 The real ``anthropic`` SDK talks to it unchanged (``base_url=server.base_url``); a ``Scenario``
-scripts labels, confidences, latency, faults, malformed answers and prompt-cache minimums per model.
+scripts labels, confidences, latency, faults, malformed answers, refusals and prompt-cache minimums
+per model. What a model is and accepts (tokenizer, cache minimum, thinking, effort, prefill, forced
+tools, retirement) comes from ``consumer.classify.models.MODELS``; ``contract`` enforces today's
+API version (2026-10-21) with the real error messages, and ``thinking`` spends ``max_tokens`` on
+thinking the way the 5.x models do.
 """
 
 from producer_tools.fake_api.cli import add_cli_parser, add_parser, handle_cli, read_scenario, serve_forever

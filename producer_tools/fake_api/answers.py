@@ -326,16 +326,27 @@ class Rendered:
     output_tokens: int
 
 
+def cut_text(text: str, max_tokens: int, factor: float = 1.0) -> str:
+    """The longest start of ``text`` whose estimate stays within ``max_tokens`` (rounds down, unlike
+    ``chars_for_tokens``), so a cut answer never reports more tokens than the cap allowed."""
+    return text[: int(max_tokens * CHARS_PER_TOKEN / factor)]
+
+
 def render(
-    answer: dict[str, Any] | str, tool_name: str | None, max_tokens: int, tool_use_id: str
+    answer: dict[str, Any] | str,
+    tool_name: str | None,
+    max_tokens: int,
+    tool_use_id: str,
+    factor: float = 1.0,
 ) -> Rendered:
     """Wraps an answer as the model would emit it, cut at ``max_tokens`` like a real generation.
 
     With a forced tool the answer is a ``tool_use`` block; prose (``not_json``) stays a text block,
-    which is how a model ignoring the tool would look to the caller.
+    which is how a model ignoring the tool would look to the caller. ``factor`` is the model's
+    tokenizer factor, so the same answer costs more output tokens on a 5.x model.
     """
     text = answer_text(answer)
-    tokens = max(1, estimate_tokens(text))
+    tokens = max(1, estimate_tokens(text, factor))
     truncated = tokens > max_tokens
     if tool_name is not None and isinstance(answer, dict):
         block: dict[str, Any] = {
@@ -346,7 +357,7 @@ def render(
         }
         return Rendered([block], "max_tokens" if truncated else "tool_use", min(tokens, max_tokens))
     if truncated:
-        text = text[: int(max_tokens * CHARS_PER_TOKEN)]
+        text = cut_text(text, max_tokens, factor)
     return Rendered(
         [{"type": "text", "text": text}], "max_tokens" if truncated else "end_turn", min(tokens, max_tokens)
     )

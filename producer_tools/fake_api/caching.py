@@ -108,11 +108,14 @@ def ttl_seconds(cache_control: Mapping[str, Any]) -> float:
     return TTL_SECONDS[ttl]
 
 
-def layout_prompt(model: str, blocks: Sequence[Block], uncached_texts: Sequence[str] = ()) -> PromptLayout:
+def layout_prompt(
+    model: str, blocks: Sequence[Block], uncached_texts: Sequence[str] = (), factor: float = 1.0
+) -> PromptLayout:
     """Hashes each marked prefix (with the model, since caches are per model) and prices the request.
 
     ``uncached_texts`` (tool definitions, the output schema) add to the bill but not to any prefix,
-    matching how the router estimates its own cached prompt.
+    matching how the router estimates its own cached prompt. ``factor`` is the model's tokenizer
+    factor: the same prompt is about 30% more tokens on a 5.x model, for the bill and the minimum.
     """
     marked = sum(1 for block in blocks if block.cache_control is not None)
     if marked > MAX_BREAKPOINTS:
@@ -126,11 +129,11 @@ def layout_prompt(model: str, blocks: Sequence[Block], uncached_texts: Sequence[
         digest.update(len(block.canonical).to_bytes(8, "big") + block.canonical)
         texts.append(block.text)
         if block.cache_control is not None:
-            tokens = estimate_tokens("".join(texts))
+            tokens = estimate_tokens("".join(texts), factor)
             breakpoints.append(
                 Breakpoint(digest.copy().hexdigest(), tokens, ttl_seconds(block.cache_control))
             )
-    total = estimate_tokens("".join(texts) + "".join(uncached_texts))
+    total = estimate_tokens("".join(texts) + "".join(uncached_texts), factor)
     return PromptLayout(tuple(breakpoints), total)
 
 

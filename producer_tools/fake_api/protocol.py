@@ -4,60 +4,34 @@ Kept free of aiohttp so the exact error shapes, status codes and headers the SDK
 can be read (and unit-tested) in one place. The checks are deliberately stricter than the real API
 where the router's contract is narrower (``system`` must be a list of text blocks, an output schema
 or forced tool is required): a router that passes here fails loudly rather than silently there.
+Today's per-model and per-version rules (sampling, thinking, effort, prefill, forced tools,
+retirement) live in ``contract``; this module runs them in the order the real API reports problems.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
 
+from consumer.classify.models import facts_for, tokenizer_factor
 from producer_tools.fake_api.caching import CacheUsage
+from producer_tools.fake_api.contract import (
+    LATEST_API_VERSION,
+    check_model_rules,
+    check_not_retired,
+    read_setting,
+)
+from producer_tools.fake_api.errors import ApiError, invalid, model_not_found
+from producer_tools.fake_api.outcome import Reply
 from producer_tools.fake_api.scenario import FaultKind, ModelScript, Scenario
+from producer_tools.fake_api.thinking import ThinkingPlan, plan_thinking
 
 OutputMode = Literal["json_schema", "tool"]
-
-_ERROR_STATUS: dict[str, int] = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "not_found_error": 404,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "overloaded_error": 529,
-}
-
-
-class ApiError(Exception):
-    """An error the real API would answer with ``{"type": "error", "error": {...}}``."""
-
-    def __init__(
-        self,
-        error_type: str,
-        message: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        details: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
-        self.status = _ERROR_STATUS[error_type]
-        self.headers = dict(headers or {})
-        self.details = dict(details) if details is not None else None
-
-    def body(self, request_id: str) -> dict[str, Any]:
-        error: dict[str, Any] = {"type": self.error_type, "message": self.message}
-        if self.details is not None:
-            error["details"] = self.details
-        return {"type": "error", "error": error, "request_id": request_id}
-
-
-def invalid(message: str) -> ApiError:
-    return ApiError("invalid_request_error", message)
 
 
 @dataclass(frozen=True)
@@ -80,6 +54,8 @@ class MessagesRequest:
     cache_control: Mapping[str, Any] | None
     output: OutputSpec | None
     uncached_texts: tuple[str, ...]
+    token_factor: float
+    thinking: ThinkingPlan
 
 
 def new_request_id() -> str:
@@ -101,7 +77,10 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
 
 
 def check_auth(headers: Mapping[str, str], expected_key: str | None) -> None:
-    """Accepts ``x-api-key`` or ``Authorization: Bearer`` (the 2.x SDK sends its api_key as the latter)."""
+    """Accepts ``x-api-key`` or ``Authorization: Bearer`` (the 2.x SDK sends its api_key as the latter).
+
+    When both are sent the API uses ``x-api-key``, so a wrong x-api-key fails even beside a good bearer.
+    """
     key = headers.get("x-api-key") or _bearer(headers.get("authorization", ""))
     if not key:
         raise ApiError("authentication_error", "x-api-key header is required")
@@ -115,9 +94,18 @@ def _bearer(value: str) -> str:
 
 
 def parse_messages_request(
-    body: Mapping[str, Any], scenario: Scenario, *, count_only: bool
+    body: Mapping[str, Any],
+    scenario: Scenario,
+    *,
+    count_only: bool,
+    today: date,
+    version: str = LATEST_API_VERSION,
 ) -> MessagesRequest:
-    """Validates a create (or count_tokens) body in the order the real API reports problems."""
+    """Validates a create (or count_tokens) body in the order the real API reports problems.
+
+    The schema first (fields, then the contract's model-independent checks), then the model (retired
+    or unknown is a 404), then what that model accepts, and last the fake's own output contract.
+    """
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid("model: Field required")
@@ -125,10 +113,13 @@ def parse_messages_request(
     system = _system_blocks(body.get("system"))
     messages = _messages(body.get("messages"))
     cache_control = _top_level_cache_control(body.get("cache_control"))
-    output = None if count_only else _output_spec(body)
+    setting = read_setting(body, version)
+    facts = facts_for(model)
+    check_not_retired(model, facts, today)
     name = scenario.resolve_model(model)
     if name is None:
-        raise ApiError("not_found_error", f"model: {model}")
+        raise model_not_found(model)
+    check_model_rules(body, messages, setting, facts, version, None if count_only else max_tokens)
     return MessagesRequest(
         model=model,
         model_name=name,
@@ -137,16 +128,19 @@ def parse_messages_request(
         system=system,
         messages=messages,
         cache_control=cache_control,
-        output=output,
+        output=None if count_only else _output_spec(body),
         uncached_texts=_uncached_texts(body),
+        token_factor=tokenizer_factor(model),
+        thinking=plan_thinking(setting, facts),
     )
 
 
 def _max_tokens(value: Any) -> int:
     if value is None:
         raise invalid("max_tokens: Field required")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise invalid(f"max_tokens: must be a positive integer, got {value!r}")
+    # 0 is a cache pre-warm: the prompt is cached (or read) and nothing is generated.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise invalid(f"max_tokens: must be a non-negative integer, got {value!r}")
     return value
 
 
@@ -272,20 +266,21 @@ def rate_limit_headers(retry_after_s: int, now: datetime) -> dict[str, str]:
     return headers
 
 
-def message_body(
-    model: str, content: Sequence[Mapping[str, Any]], stop_reason: str, usage: CacheUsage, output_tokens: int
-) -> dict[str, Any]:
+def message_body(model: str, reply: Reply, usage: CacheUsage) -> dict[str, Any]:
+    """The message JSON; ``output_tokens_details`` is on every reply (thinking 0 when it did not think)."""
     return {
         "id": new_message_id(),
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": list(content),
-        "stop_reason": stop_reason,
+        "content": list(reply.content),
+        "stop_reason": reply.stop_reason,
         "stop_sequence": None,
+        "stop_details": reply.stop_details,
         "usage": {
             "input_tokens": usage.input_tokens,
-            "output_tokens": output_tokens,
+            "output_tokens": reply.output_tokens,
+            "output_tokens_details": {"thinking_tokens": reply.thinking_tokens},
             "cache_creation_input_tokens": usage.cache_creation_input_tokens,
             "cache_read_input_tokens": usage.cache_read_input_tokens,
             "cache_creation": {

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from producer_tools.fake_api.scenario import (
+    REFUSAL,
     FaultKind,
     Latency,
     MalformedKind,
@@ -59,10 +60,15 @@ def sample_latency_ms(latency: Latency, rng: random.Random) -> float:
 
 @dataclass(frozen=True)
 class Plan:
-    """What to do with one request: an injected fault, a malformed answer, or neither."""
+    """What to do with one request: an injected fault, a malformed answer, a refusal, or none of them.
+
+    Only a scripted step sets ``refusal``: the ``refusal_rate`` is decided per ticket when answering,
+    because a model refuses a text, not a position in the call order.
+    """
 
     fault: FaultKind | None = None
     malformed: MalformedKind | None = None
+    refusal: bool = False
 
 
 def plan_from_step(step: ScriptStep) -> Plan:
@@ -70,7 +76,7 @@ def plan_from_step(step: ScriptStep) -> Plan:
         return Plan(fault=step)
     if is_malformed(step):
         return Plan(malformed=step)
-    return Plan()
+    return Plan(refusal=step == REFUSAL)
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 Everything a test or benchmark wants to control lives in one validated document so that a run can
 be reproduced from a file (``--scenario``) or swapped mid-run over ``PUT /_control/scenario``
-without restarting the server.
+without restarting the server. What a model *is* (its cache minimum, tokenizer, thinking and effort
+rules, retirement date) is not scripted here: it comes from ``consumer.classify.models.MODELS``, the
+one table the router reads too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Annotated, Any, Literal, TypeGuard, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from consumer.classify.models import MODELS, facts_for
 
 FaultKind = Literal["429", "spend_limit", "529", "500", "drop", "timeout"]
 MalformedKind = Literal[
@@ -32,7 +36,9 @@ ScriptStep = Literal[
     "label_outside_enum",
     "confidence_out_of_range",
     "wrong_type",
+    "refusal",
 ]
+REFUSAL: ScriptStep = "refusal"
 
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 MALFORMED_KINDS: frozenset[str] = frozenset(get_args(MalformedKind))
@@ -46,17 +52,18 @@ def is_malformed(step: str) -> TypeGuard[MalformedKind]:
     return step in MALFORMED_KINDS
 
 
-DEFAULT_MODELS: tuple[str, ...] = ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-sonnet-4-5")
+# Every model of the table that has no retirement date. A model with one is left out even before
+# that day, so the default scenario does not change (and tests do not start failing) on the date.
+DEFAULT_MODELS: tuple[str, ...] = tuple(
+    model_id for model_id, facts in MODELS.items() if facts.lifecycle.retires_on is None
+)
 
-# Minimum cacheable prompt length per model family, matched by prefix (longest wins), mirroring the
-# published limits: a prefix shorter than this is silently not cached by the real API.
+# Minimum cacheable prompt length per model, from the table: a prefix shorter than this is silently
+# not cached by the real API. A ``ModelScript.min_cacheable_tokens`` overrides it.
 DEFAULT_MIN_CACHEABLE_TOKENS: dict[str, int] = {
-    "claude-haiku-4-5": 4096,
-    "claude-opus-4-5": 4096,
-    "claude-sonnet-4-6": 2048,
-    "claude-sonnet-4-5": 1024,
-    "claude-haiku-3-5": 2048,
+    model_id: facts.min_cacheable_tokens for model_id, facts in MODELS.items()
 }
+# For a scripted model the table does not know.
 FALLBACK_MIN_CACHEABLE_TOKENS = 1024
 
 
@@ -133,7 +140,13 @@ class ModelScript(_Strict):
     script: list[ScriptStep] = Field(default_factory=list, description="Consumed one per request, FIFO.")
     retry_after_s: int = Field(default=1, ge=0)
     timeout_sleep_s: float = Field(default=30.0, ge=0)
-    min_cacheable_tokens: int | None = Field(default=None, ge=0)
+    min_cacheable_tokens: int | None = Field(default=None, ge=0, description="None: the table's minimum.")
+    refusal_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="A stable fraction of tickets (by text) answered with stop_reason refusal.",
+    )
 
     @model_validator(mode="after")
     def _rates_are_probabilities(self) -> ModelScript:
@@ -169,8 +182,8 @@ class Scenario(_Strict):
         script = self.script_for(model)
         if script is not None and script.min_cacheable_tokens is not None:
             return script.min_cacheable_tokens
-        family = match_prefix(model, DEFAULT_MIN_CACHEABLE_TOKENS)
-        return FALLBACK_MIN_CACHEABLE_TOKENS if family is None else DEFAULT_MIN_CACHEABLE_TOKENS[family]
+        facts = facts_for(model)
+        return FALLBACK_MIN_CACHEABLE_TOKENS if facts is None else facts.min_cacheable_tokens
 
 
 def match_prefix(model: str, names: dict[str, Any]) -> str | None:

@@ -1,8 +1,9 @@
 """The aiohttp edge of the fake Messages API: routes, connection-level faults and the control plane.
 
-All decisions (what to answer, how to bill, which fault) are made by the pure modules; this file only
-moves bytes, sleeps without blocking the loop, and keeps the little state a run needs (the cache,
-the recorded requests, the seeded dice), so one server can sustain thousands of requests a second.
+All decisions (what to answer, how to bill, which fault, whether the request meets today's contract)
+are made by the pure modules; this file only moves bytes, sleeps without blocking the loop, and keeps
+the little state a run needs (the cache, the recorded requests, the seeded dice), so one server can
+sustain thousands of requests a second.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from producer_tools.fake_api.answers import build_answer, extract_ticket, malform, render
+from producer_tools.fake_api.answers import build_answer, extract_ticket, malform
 from producer_tools.fake_api.caching import (
     CacheControlError,
     PromptCache,
@@ -28,12 +29,13 @@ from producer_tools.fake_api.caching import (
     layout_prompt,
     prompt_blocks,
 )
+from producer_tools.fake_api.contract import api_version
+from producer_tools.fake_api.errors import ApiError, invalid
+from producer_tools.fake_api.outcome import Generation, Reply, compose_reply, refuses
 from producer_tools.fake_api.protocol import (
-    ApiError,
     MessagesRequest,
     check_auth,
     fault_error,
-    invalid,
     message_body,
     new_request_id,
     parse_json_body,
@@ -51,7 +53,7 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 _DROP_LINGER_S = 60.0
 
 
-def _utc_now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -73,8 +75,8 @@ def _error_response(error: ApiError, request_id: str) -> web.Response:
 class FakeApiServer:
     """A scriptable stand-in for ``api.anthropic.com`` that the real SDK talks to over HTTP.
 
-    ``clock`` drives cache TTLs (inject one to test expiry without sleeping); ``wall_clock`` only
-    dates the rate-limit reset headers.
+    ``clock`` drives cache TTLs (inject one to test expiry without sleeping); ``wall_clock`` dates the
+    rate-limit reset headers and decides which models are retired today.
     """
 
     def __init__(
@@ -82,7 +84,7 @@ class FakeApiServer:
         scenario: Scenario | None = None,
         *,
         clock: Clock = time.monotonic,
-        wall_clock: WallClock = _utc_now,
+        wall_clock: WallClock = utc_now,
         shutdown_timeout_s: float = 1.0,
     ) -> None:
         self._scenario = scenario if scenario is not None else Scenario()
@@ -183,23 +185,29 @@ class FakeApiServer:
 
     # -- Messages API ----------------------------------------------------------------------------
 
-    async def _read_authorized(self, request: web.Request) -> dict[str, Any]:
+    async def _read_checked(self, request: web.Request, *, count_only: bool) -> MessagesRequest:
+        """Auth, the version header, then the body; create bodies are recorded even when invalid."""
         check_auth(request.headers, self._scenario.api_key)
-        return parse_json_body(await request.read())
+        version = api_version(request.headers)
+        body = parse_json_body(await request.read())
+        if not count_only:
+            self._records.append(body)
+        today = self._wall_clock().date()
+        return parse_messages_request(
+            body, self._scenario, count_only=count_only, today=today, version=version
+        )
 
     def _layout(self, parsed: MessagesRequest) -> PromptLayout:
         blocks = prompt_blocks(parsed.system, parsed.messages, parsed.cache_control)
         try:
-            return layout_prompt(parsed.model_name, blocks, parsed.uncached_texts)
+            return layout_prompt(parsed.model_name, blocks, parsed.uncached_texts, parsed.token_factor)
         except CacheControlError as exc:
             raise invalid(str(exc)) from exc
 
     async def _handle_create(self, request: web.Request) -> web.StreamResponse:
         request_id = new_request_id()
         try:
-            body = await self._read_authorized(request)
-            self._records.append(body)
-            parsed = parse_messages_request(body, self._scenario, count_only=False)
+            parsed = await self._read_checked(request, count_only=False)
             layout = self._layout(parsed)
         except ApiError as exc:
             return _error_response(exc, request_id)
@@ -211,26 +219,31 @@ class FakeApiServer:
             await asyncio.sleep(parsed.script.timeout_sleep_s)
         elif plan.fault is not None:
             return _error_response(fault_error(plan.fault, parsed.script, self._wall_clock()), request_id)
-        return _json_response(self._answer(parsed, layout, plan), request_id)
+        reply = self._reply(parsed, plan)
+        usage = self._cache.charge(layout, self._clock(), self._scenario.min_cacheable_tokens(parsed.model))
+        return _json_response(message_body(parsed.model, reply, usage), request_id)
 
-    def _answer(self, parsed: MessagesRequest, layout: PromptLayout, plan: Plan) -> dict[str, Any]:
+    def _reply(self, parsed: MessagesRequest, plan: Plan) -> Reply:
         output = parsed.output
         assert output is not None, "create requests always carry an output spec"
         ticket = extract_ticket(parsed.messages, self._scenario.ticket_pattern)
         good = build_answer(output.schema, parsed.script, ticket, parsed.model)
         answer = good if plan.malformed is None else malform(good, output.schema, plan.malformed, ticket)
-        rendered = render(answer, output.tool_name, parsed.max_tokens, "toolu_fake_" + uuid.uuid4().hex[:24])
-        min_tokens = self._scenario.min_cacheable_tokens(parsed.model)
-        usage = self._cache.charge(layout, self._clock(), min_tokens)
-        return message_body(
-            parsed.model, rendered.content, rendered.stop_reason, usage, rendered.output_tokens
+        generation = Generation(
+            max_tokens=parsed.max_tokens,
+            factor=parsed.token_factor,
+            thinking=parsed.thinking,
+            tool_name=output.tool_name,
+            tool_use_id="toolu_fake_" + uuid.uuid4().hex[:24],
         )
+        refused = plan.refusal or refuses(parsed.script, ticket)
+        return compose_reply(answer, ticket, generation, refused)
 
     async def _handle_count_tokens(self, request: web.Request) -> web.StreamResponse:
+        """Free and fault-free, as the real endpoint is; the same contract checks as create."""
         request_id = new_request_id()
         try:
-            body = await self._read_authorized(request)
-            layout = self._layout(parse_messages_request(body, self._scenario, count_only=True))
+            layout = self._layout(await self._read_checked(request, count_only=True))
         except ApiError as exc:
             return _error_response(exc, request_id)
         return _json_response({"input_tokens": layout.total_tokens}, request_id)

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from producer_tools.fake_api.scenario import Scenario
-from producer_tools.fake_api.server import Clock, FakeApiServer
+from producer_tools.fake_api.server import Clock, FakeApiServer, WallClock, utc_now
 
 T = TypeVar("T")
 
@@ -68,9 +68,10 @@ def run_in_thread(
     host: str = "127.0.0.1",
     port: int = 0,
     clock: Clock = time.monotonic,
+    wall_clock: WallClock = utc_now,
 ) -> ThreadedFakeApi:
     """Starts a server on a daemon thread and returns once it accepts connections."""
-    server = FakeApiServer(scenario, clock=clock)
+    server = FakeApiServer(scenario, clock=clock, wall_clock=wall_clock)
     loop = asyncio.new_event_loop()
     started: concurrent.futures.Future[str] = concurrent.futures.Future()
 
