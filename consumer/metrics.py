@@ -86,7 +86,10 @@ class Metrics:
             PREFIX + "llm_retries", "Messages API calls retried", ["model", "reason"], registry=r
         )
         self.llm_tokens = Counter(
-            PREFIX + "llm_tokens", "Tokens billed, by kind", ["model", "kind"], registry=r
+            PREFIX + "llm_tokens",
+            "Tokens billed, by kind (input, output, cache_read, cache_write; thinking is part of output)",
+            ["model", "kind"],
+            registry=r,
         )
         self.llm_cost = Counter(PREFIX + "llm_cost_usd", "Estimated spend in USD", ["model"], registry=r)
         self.in_flight = Gauge(PREFIX + "in_flight", "Records being processed", registry=r)
@@ -142,6 +145,7 @@ class Metrics:
                 ("output", usage.output_tokens),
                 ("cache_read", usage.cache_read_input_tokens),
                 ("cache_write", usage.cache_creation_input_tokens),
+                ("thinking", usage.thinking_tokens),  # of output: not a kind to add to the others
             ):
                 if count:
                     self.child(self.llm_tokens, attempt.model, kind).inc(count)

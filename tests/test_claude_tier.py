@@ -27,7 +27,7 @@ from consumer.classify.claude import (
 )
 from consumer.classify.language import EnglishDetector
 from consumer.classify.models import MODELS, THINKING_ALLOWANCE, is_retired, tokenizer_factor
-from consumer.classify.pipeline import Pipeline
+from consumer.classify.pipeline import Pipeline, PipelineResult
 from consumer.classify.prompt import Example, cacheable_prefix_tokens, output_schema
 from consumer.config import DEFAULT_PRICES, Settings, load_settings, utc_today
 from consumer.metrics import Metrics
@@ -509,6 +509,13 @@ async def test_thinking_on_gets_room_for_it_and_its_tokens_are_billed(api: Harne
     assert sent["max_tokens"] == settings.llm_max_tokens + THINKING_ALLOWANCE["medium"]
     usage = answer.attempt.usage
     assert 0 < usage.thinking_tokens < usage.output_tokens
+    metrics = Metrics()
+    metrics.record_tiers(PipelineResult(answer.classification, attempts=[answer.attempt]))
+    exposition = metrics.exposition().decode()
+    assert (
+        f'ticket_router_llm_tokens_total{{kind="thinking",model="{HAIKU}"}} {usage.thinking_tokens:.1f}'
+        in (exposition)
+    )
     price = DEFAULT_PRICES[HAIKU]
     expected = (
         usage.input_tokens * price["input"]
