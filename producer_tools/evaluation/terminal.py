@@ -97,14 +97,19 @@ def pipeline_table(report: Mapping[str, Any]) -> Table:
 
 
 def llm_table(report: Mapping[str, Any]) -> Table | None:
-    """Claude calls per model: what was billed, whether answers were usable, whether the cache hit."""
+    """Claude calls per model: what was billed, whether answers were usable, whether the cache hit.
+
+    Token columns: input (uncached), cached (cache reads), written (cache writes), output, and
+    thinking (part of output).
+    """
     llm = report.get("llm") or {}
     if not llm:
         return None
-    table = Table(title="Claude calls per model (all repeats)")
-    columns = ("model", "tier", "tickets", "invalid", "cache reads", "input", "cache read", "cache write")
-    for column in (*columns, "output (thinking)", "cost"):
-        table.add_column(column, justify="left" if column in ("model", "tier") else "right")
+    table = Table(title="Claude calls per model (all repeats; tokens)")
+    columns = ("model", "tier", "tickets", "invalid", "cache hits", "input", "cached", "written")
+    for column in (*columns, "output", "thinking", "USD"):
+        text = column in ("model", "tier")
+        table.add_column(column, justify="left" if text else "right", no_wrap=text)
     for model, row in llm.items():
         tokens = row["tokens"]
         table.add_row(
@@ -113,11 +118,8 @@ def llm_table(report: Mapping[str, Any]) -> Table | None:
             str(row["tickets"]),
             str(row["invalid_outputs"]),
             f"{row['reading_cache']}/{row['tickets']}",
-            f"{tokens['input']:,}",
-            f"{tokens['cache_read']:,}",
-            f"{tokens['cache_write']:,}",
-            f"{tokens['output']:,} ({tokens['thinking']:,})",
-            f"${row['cost_usd']:.4f}",
+            *(f"{tokens[kind]:,}" for kind in ("input", "cache_read", "cache_write", "output", "thinking")),
+            f"{row['cost_usd']:.4f}",
         )
     return table
 
