@@ -70,11 +70,19 @@ def test_bad_values_name_the_variable(overrides: dict[str, object], expected: st
     assert "\n" not in str(caught.value)
 
 
-def test_cli_reports_bad_config_in_one_line_without_traceback() -> None:
-    env = {"TIERS": "local,turbo", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "consume"], env=env, capture_output=True, text=True, timeout=60
+def consume_with(**env: str) -> subprocess.CompletedProcess[str]:
+    """``ticket-router consume`` in a clean environment with only ``env`` set."""
+    return subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "consume"],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
+
+
+def test_cli_reports_bad_config_in_one_line_without_traceback() -> None:
+    done = consume_with(TIERS="local,turbo")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "ticket-router: error: TIERS: unknown tier 'turbo' (allowed: local, fast, strong)"
@@ -111,10 +119,7 @@ def test_model_prices_add_to_the_table_instead_of_replacing_it() -> None:
 
 
 def test_a_retired_model_stops_the_cli_with_one_line() -> None:
-    env = {"FAST_MODEL": "claude-sonnet-4-5", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "consume"], env=env, capture_output=True, text=True, timeout=60
-    )
+    done = consume_with(FAST_MODEL="claude-sonnet-4-5")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "ticket-router: error: FAST_MODEL: claude-sonnet-4-5 was retired on 2026-11-30; use claude-sonnet-5-5"

@@ -7,7 +7,6 @@ fail here, not in production.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,10 +29,15 @@ from tests.test_fake_api import (
     TOOL_NAME,
     answer_of,
     ask,
+    client,
+    clock,
     sdk,
+    server,
     system_block,
     violations,
 )
+
+_FIXTURES = (client, clock, server)  # the fake-API test suite's own fixtures, shared
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
@@ -45,21 +49,6 @@ ENABLED_MESSAGE = (
     '"thinking.type.enabled" is not supported for this model. '
     'Use "thinking.type.adaptive" and "output_config.effort" to control thinking behavior.'
 )
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeApiServer]:
-    fake = FakeApiServer(wall_clock=lambda: TODAY, shutdown_timeout_s=0.2)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def client(server: FakeApiServer) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    api = sdk(server.base_url)
-    yield api
-    await api.close()
 
 
 async def rejected(api: anthropic.AsyncAnthropic, **kwargs: Any) -> anthropic.BadRequestError:

@@ -8,7 +8,6 @@ same text is about 30% more tokens, a refusal is an HTTP 200, and ``max_tokens``
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
@@ -27,38 +26,21 @@ from tests.test_fake_api import (
     SCHEMA,
     SONNET5,
     TODAY,
-    FakeClock,
     answer_of,
     ask,
-    sdk,
+    client,
+    clock,
+    server,
     system_block,
     user_turn,
     violations,
 )
 
+_FIXTURES = (client, clock, server)  # the fake-API test suite's own fixtures, shared
+
 ROOMY = 20_000
 # ≈ 460 tokens on the 4.x tokenizer and ≈ 600 on the 5.x one: below 512 for one, above for the other.
 MID = "Escalate outages to infrastructure, refunds to billing." * 29
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def server(clock: FakeClock) -> AsyncIterator[FakeApiServer]:
-    fake = FakeApiServer(clock=clock, wall_clock=lambda: TODAY, shutdown_timeout_s=0.2)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def client(server: FakeApiServer) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    api = sdk(server.base_url)
-    yield api
-    await api.close()
 
 
 def thinking_tokens(message: Message) -> int:
