@@ -7,22 +7,23 @@ then misroutes is worse than one that refuses to start.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from consumer.classify.models import (
     Effort,
-    ThinkingType,
     TierRequest,
     default_prices,
     facts_for,
     legacy_warning,
     resolve_tier_request,
     retirement_error,
+    thinking_room_warning,
 )
 
 KNOWN_TIERS = ("local", "fast", "strong")
@@ -191,7 +192,7 @@ class Settings(BaseSettings):
         else:
             thinking, effort, max_tokens = self.strong_thinking, self.strong_effort, self.strong_max_tokens
         return resolve_tier_request(
-            tier.upper(), self.model_for(tier), _thinking(thinking), effort, max_tokens, self.llm_max_tokens
+            tier.upper(), self.model_for(tier), thinking, effort, max_tokens, self.llm_max_tokens
         )
 
     @property
@@ -200,9 +201,14 @@ class Settings(BaseSettings):
         return {**DEFAULT_PRICES, **self.model_prices}
 
     def model_warnings(self, today: date | None = None) -> list[str]:
-        """Start-up warnings about the configured models (legacy ones, with their dates)."""
+        """Start-up warnings: legacy models (with their dates), and a tier cap too small for thinking."""
         day = today or utc_today()
         warnings = [legacy_warning(setting, model, day) for setting, model in self.model_settings()]
+        for tier in (name for name in self.effective_tiers if name in ("fast", "strong")):
+            request = self.tier_request(tier)
+            warnings.append(
+                thinking_room_warning(tier.upper(), self.model_for(tier), request, self.llm_max_tokens)
+            )
         return [warning for warning in warnings if warning is not None]
 
     @property
@@ -216,11 +222,7 @@ class Settings(BaseSettings):
         return not self.kafka_bootstrap_servers
 
 
-def _thinking(value: str | None) -> ThinkingType | None:
-    return None if value is None else cast(ThinkingType, value)
-
-
-def price_key(model: str, prices: dict[str, dict[str, float]]) -> str | None:
+def price_key(model: str, prices: Mapping[str, object]) -> str | None:
     """The MODEL_PRICES row that prices ``model``: its own id, else the id it is a dated form of."""
     if model in prices:
         return model

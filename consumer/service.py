@@ -66,9 +66,7 @@ async def check_models(settings: Settings, tiers: list[Tier]) -> None:
         return
     from consumer.classify.claude import ClaudeTier, measure_system_prompt
 
-    for tier in tiers:
-        if isinstance(tier, ClaudeTier):
-            await measure_system_prompt(tier)
+    await asyncio.gather(*(measure_system_prompt(tier) for tier in tiers if isinstance(tier, ClaudeTier)))
 
 
 def llm_call_counters(metrics: Metrics) -> tuple[Callable[[str, str], None], Callable[[str, str], None]]:

@@ -130,3 +130,16 @@ def test_secret_key_is_not_in_the_settings_repr() -> None:
     settings = load_settings(anthropic_api_key="sk-ant-secret-value-123")
     assert "sk-ant-secret-value-123" not in repr(settings)
     assert "sk-ant-secret-value-123" not in str(settings.model_dump())
+
+
+def test_a_thinking_tier_with_a_small_cap_is_warned_about() -> None:
+    tight = load_settings(
+        anthropic_api_key="k", fast_thinking="adaptive", fast_effort="high", fast_max_tokens=600
+    )
+    assert tight.model_warnings() == [
+        "FAST_MAX_TOKENS: 600 leaves little room for claude-haiku-5-5 to think (about 8600 expected at "
+        "effort high): answers may come back cut off"
+    ]
+    roomy = load_settings(anthropic_api_key="k", fast_thinking="adaptive", fast_effort="high")
+    assert roomy.model_warnings() == []
+    assert load_settings(anthropic_api_key="k", fast_max_tokens=600).model_warnings() == [], "no thinking"

@@ -76,6 +76,7 @@ OnRequest = Callable[[str, str], None]
 
 TRAINING_RESOURCE = "training.jsonl"
 PER_MILLION = 1_000_000
+COUNT_TOKENS_TIMEOUT_S = 5.0  # a start-up measurement must not hold the start-up for long
 ONE_HOUR_WRITE_MULTIPLIER = 2.0  # 1-hour cache writes cost 2x input (5-minute ones 1.25x)
 
 
@@ -123,7 +124,7 @@ class Price:
 
 def price_for(model: str, prices: Mapping[str, Mapping[str, float]]) -> Price:
     """The model's price row: its own id, else the model-table id or priced id it is a dated form of."""
-    key = price_key(model, {name: dict(row) for name, row in prices.items()})
+    key = price_key(model, prices)
     if key is None:
         raise ConfigError(f"MODEL_PRICES has no price for {model!r} (priced: {', '.join(prices)})")
     try:
@@ -481,7 +482,7 @@ class ClaudeTier:
             model=self.model,
             system=cast(Any, self.system_blocks),
             messages=[{"role": "user", "content": "ticket"}],
-            timeout=self.request_timeout_s,
+            timeout=min(self.request_timeout_s, COUNT_TOKENS_TIMEOUT_S),
         )
         return counted.input_tokens
 

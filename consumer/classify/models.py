@@ -321,6 +321,19 @@ def resolve_tier_request(
     return TierRequest(thinking=thinking, effort=effort, max_tokens=max_tokens, thinks=thinks)
 
 
+def thinking_room_warning(prefix: str, model: str, request: TierRequest, answer_tokens: int) -> str | None:
+    """A warning when a thinking tier's explicit max_tokens leaves less than the usual room to think."""
+    if not request.thinks:
+        return None
+    needed = answer_tokens + thinking_allowance(facts_for(model), request.effort)
+    if request.max_tokens >= needed:
+        return None
+    return (
+        f"{prefix}_MAX_TOKENS: {request.max_tokens} leaves little room for {model} to think "
+        f"(about {needed} expected at effort {request.effort or 'default'}): answers may come back cut off"
+    )
+
+
 def thinking_allowance(facts: ModelFacts | None, effort: Effort | None) -> int:
     level = effort or (facts.capabilities.default_effort if facts is not None else None) or "high"
     return THINKING_ALLOWANCE[level]
