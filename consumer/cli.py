@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from consumer.classify.local import TrainingDataError
 from consumer.config import ConfigError, Settings, load_settings
 from consumer.embedded_broker import BrokerStartError, EmbeddedBroker, port_is_free
 from consumer.errors import UserError
+from consumer.kafka_common import preflight
 from consumer.logs import configure_logging
 from consumer.routing import reachable_queues
 from consumer.service import install_signal_handlers, run_service
@@ -53,7 +55,11 @@ async def _consume(settings: Settings) -> None:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     with kafka_endpoint(settings) as bootstrap:
-        await run_service(settings, bootstrap, stop)
+        await preflight(settings, bootstrap)
+        try:
+            await run_service(settings, bootstrap, stop)
+        except KafkaConnectionError as exc:
+            raise UserError(f"lost Kafka at {bootstrap} while starting: {exc}") from None
 
 
 def cmd_consume(_args: argparse.Namespace) -> int:
@@ -64,12 +70,14 @@ def cmd_consume(_args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from consumer.demo import run_demo
+    """The demo; its exit status is 130 after Ctrl-C (the start-up is cancelled, not waited for)."""
+    if args.exit_after is not None and not (math.isfinite(args.exit_after) and args.exit_after > 0):
+        raise UserError(f"--exit-after must be a positive number of seconds, not {args.exit_after:g}")
+    from consumer.demo import demo_settings, run_demo
 
-    settings = load_settings()
+    settings = demo_settings(load_settings())
     configure_logging("WARNING" if not args.verbose else settings.log_level)
-    asyncio.run(run_demo(settings, samples=args.samples, exit_after=args.exit_after))
-    return 0
+    return asyncio.run(run_demo(settings, samples=args.samples, exit_after=args.exit_after))
 
 
 def cmd_schema_export(args: argparse.Namespace) -> int:
@@ -95,10 +103,15 @@ def cmd_schema_check(args: argparse.Namespace) -> int:
 
 
 def cmd_taxonomy_check(args: argparse.Namespace) -> int:
-    taxonomy = load_taxonomy(args.path or os.environ.get("TAXONOMY_PATH") or None)
+    """Validate FILE (else TAXONOMY_PATH, else the bundled one); errors blame whichever gave the path."""
+    if args.path:
+        taxonomy = load_taxonomy(args.path, origin="taxonomy check")
+    else:
+        taxonomy = load_taxonomy(os.environ.get("TAXONOMY_PATH") or None)
     print(f"taxonomy {taxonomy.name!r} version {taxonomy.version} (fingerprint {taxonomy.fingerprint()})")
     for name, axis in taxonomy.axes.items():
-        print(f"  {name} (threshold {axis.threshold}): {', '.join(axis.labels)}")
+        default = ", default" if axis.threshold_is_default else ""
+        print(f"  {name} (threshold {axis.threshold}{default}): {', '.join(axis.labels)}")
     queues = reachable_queues(taxonomy)
     print(f"  {len(queues)} queues: {', '.join(queues)}")
     return 0
@@ -116,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--samples", type=Path, default=None, help="JSONL of ticket events (default: bundled samples)"
     )
-    run.add_argument("--exit-after", type=float, default=None, help="stop after this many seconds")
+    run.add_argument(
+        "--exit-after", type=float, default=None, metavar="S", help="stop after S seconds (S > 0)"
+    )
     run.add_argument("--verbose", action="store_true", help="show the service's JSON logs")
     run.set_defaults(handler=cmd_run)
 

@@ -7,13 +7,20 @@ then misroutes is worse than one that refuses to start.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from consumer.classify.models import (
     Effort,
@@ -59,6 +66,10 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     kafka_client_id: str = "ticket-router"
     consumer_group: str = "ticket-router"
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest",
+        description="where a group without committed offsets starts; latest skips what is already there",
+    )
     input_topic: str = "tickets"
     triage_topic: str = "needs-human-triage"
     queue_topic_prefix: str = Field(
@@ -120,9 +131,17 @@ class Settings(BaseSettings):
     # Observability
     metrics_port: int = Field(default=9000, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="case-insensitive"
+    )
     log_ticket_text: bool = False
     lag_refresh_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("log_level", "kafka_security_protocol", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        """Level and protocol names are conventionally upper case; ``debug`` means the same thing."""
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("tiers", mode="before")
     @classmethod
@@ -222,6 +241,31 @@ class Settings(BaseSettings):
         return not self.kafka_bootstrap_servers
 
 
+class _GivenSettings(Settings):
+    """Settings built from the values given only: the environment and ``.env`` are not read."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def settings_from_values(values: Mapping[str, object]) -> Settings:
+    """``Settings`` from these values and defaults, with every field's and the model's own checks.
+
+    For programs that use a few settings (the Kafka tools): they read just those variables, so a
+    setting only the service uses cannot stop them, and still validate them exactly as the
+    service does. Raises pydantic's ValidationError, whose location names the field.
+    """
+    return _GivenSettings(**values)  # type: ignore[arg-type]
+
+
 def price_key(model: str, prices: Mapping[str, object]) -> str | None:
     """The MODEL_PRICES row that prices ``model``: its own id, else the id it is a dated form of."""
     if model in prices:
@@ -231,6 +275,24 @@ def price_key(model: str, prices: Mapping[str, object]) -> str | None:
         return facts.model_id
     candidates = [name for name in prices if model.startswith(name + "-")]
     return max(candidates, key=len) if candidates else None
+
+
+_SOURCE_ERROR = re.compile(r'field "(?P<field>\w+)"')
+
+
+def _format_source_error(exc: SettingsError) -> str:
+    """pydantic-settings' own error for a value it could not decode (a JSON setting), as one line.
+
+    Its message names the field but not the variable or what was expected, and its traceback is
+    what an operator used to see.
+    """
+    match = _SOURCE_ERROR.search(str(exc))
+    if match is None:
+        return f"a setting could not be read: {exc}"
+    field = match.group("field")
+    info = Settings.model_fields.get(field)
+    expected = "a JSON object" if info is not None and "dict" in str(info.annotation) else "valid JSON"
+    return f"{field.upper()}: the value is not {expected}"
 
 
 def _format_settings_error(exc: ValidationError) -> str:
@@ -246,3 +308,5 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(_format_settings_error(exc)) from None
+    except SettingsError as exc:
+        raise ConfigError(_format_source_error(exc)) from None

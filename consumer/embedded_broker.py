@@ -9,6 +9,7 @@ environment variables, so it runs in a directory of its own with those variables
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -23,6 +24,7 @@ from types import TracebackType
 
 TANSU_ENV_VARS = ("STORAGE_ENGINE", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "CLUSTER_ID")
 READY_MARKER = "ready in"
+READY_POLL_S = 0.01
 
 
 class BrokerStartError(RuntimeError):
@@ -85,14 +87,38 @@ class EmbeddedBroker:
         for attempt in range(attempts):
             port = wanted if (attempt == 0 and wanted is not None) else free_port()
             try:
-                self._start_on(port)
+                self._spawn(port)
+                self._wait_ready(port)
                 return self.bootstrap_servers
             except BrokerStartError as exc:
                 last_error = str(exc)
                 self.stop()
         raise BrokerStartError(f"embedded broker did not start after {attempts} attempts: {last_error}")
 
-    def _start_on(self, port: int) -> None:
+    async def start_async(self, attempts: int = 5) -> str:
+        """``start()`` for an event loop: waits with ``asyncio.sleep``, so Ctrl-C's handler runs while
+        the broker boots, and cancelling the start stops the half-started process."""
+        wanted = self.port
+        last_error = ""
+        try:
+            for attempt in range(attempts):
+                port = wanted if (attempt == 0 and wanted is not None) else free_port()
+                try:
+                    self._spawn(port)
+                    deadline = time.monotonic() + self.start_timeout_s
+                    # Another process's readiness is no event to await: its log and port are polled.
+                    while not self._ready(port, deadline):  # noqa: ASYNC110
+                        await asyncio.sleep(READY_POLL_S)
+                    return self.bootstrap_servers
+                except BrokerStartError as exc:
+                    last_error = str(exc)
+                    self.stop()
+        except asyncio.CancelledError:
+            self.stop()
+            raise
+        raise BrokerStartError(f"embedded broker did not start after {attempts} attempts: {last_error}")
+
+    def _spawn(self, port: int) -> None:
         self.port = port
         self.workdir = Path(tempfile.mkdtemp(prefix="tansu-"))
         env = {k: v for k, v in os.environ.items() if k not in TANSU_ENV_VARS}
@@ -117,19 +143,23 @@ class EmbeddedBroker:
             start_new_session=True,
         )
         log.close()
-        self._wait_ready(port)
 
     def _wait_ready(self, port: int) -> None:
-        assert self.process is not None and self.workdir is not None
         deadline = time.monotonic() + self.start_timeout_s
+        while not self._ready(port, deadline):
+            time.sleep(READY_POLL_S)
+
+    def _ready(self, port: int, deadline: float) -> bool:
+        """One look at the starting process: True once it serves, BrokerStartError when it never will."""
+        assert self.process is not None and self.workdir is not None
+        if self.process.poll() is not None:
+            raise BrokerStartError(f"broker on port {port} exited: {self.log_tail()}")
         log_path = self.workdir / "broker.log"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BrokerStartError(f"broker on port {port} exited: {self.log_tail()}")
-            if READY_MARKER in log_path.read_text("utf-8", "replace") and _accepts_connections(port):
-                return
-            time.sleep(0.01)
-        raise BrokerStartError(f"broker on port {port} not ready after {self.start_timeout_s}s")
+        if READY_MARKER in log_path.read_text("utf-8", "replace") and _accepts_connections(port):
+            return True
+        if time.monotonic() >= deadline:
+            raise BrokerStartError(f"broker on port {port} not ready after {self.start_timeout_s}s")
+        return False
 
     def log_tail(self, lines: int = 5) -> str:
         if self.workdir is None:

@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -24,7 +25,7 @@ from consumer.classify.local import LocalTier, train_local_model
 from consumer.classify.pipeline import Pipeline
 from consumer.config import Settings
 from consumer.dedup import RecentIds
-from consumer.health import BrokerProbe, build_app, start_http
+from consumer.health import BrokerProbe, ClaudeApiProbe, api_problem, build_app, start_http
 from consumer.kafka_common import client_options
 from consumer.kafka_loop import KafkaLoop, LoopSettings, OutcomeHook
 from consumer.metrics import Metrics
@@ -32,10 +33,15 @@ from consumer.processing import InputRecord, Outcome, ProcessorConfig, RecordPro
 from consumer.taxonomy import Taxonomy, load_taxonomy
 from consumer.topics import ensure_topics, topics_to_create
 
+if TYPE_CHECKING:
+    from consumer.classify.claude import ClaudeTier
+
 log = logging.getLogger("ticket_router")
 
 FETCH_BYTES_HEADROOM = 2
+DEFAULT_API_URL = "https://api.anthropic.com"
 REBALANCE_MARGIN_S = 5.0
+UNJOINED_STOP_S = 0.5
 
 
 def build_tiers(settings: Settings, taxonomy: Taxonomy, metrics: Metrics | None = None) -> list[Tier]:
@@ -54,19 +60,61 @@ def build_tiers(settings: Settings, taxonomy: Taxonomy, metrics: Metrics | None 
     return tiers
 
 
-async def check_models(settings: Settings, tiers: list[Tier]) -> None:
-    """Start-up advice on the configured models: legacy ones, and each prompt's real cached size.
+async def check_models(settings: Settings, tiers: list[Tier]) -> ClaudeApiProbe | None:
+    """Start-up advice on the configured models, and the start-up check that the Claude API answers.
 
     Retired models and invalid thinking/effort settings already stopped the start-up in
-    ``Settings``; what is left is worth a log line, not a refusal to run.
+    ``Settings``; legacy models are worth a log line. Each Claude model's prompt is measured with
+    one ``count_tokens`` call, which is also the API check: a router whose every ticket would end
+    in triage after its retries says so at start-up, at ERROR, and /readyz reports it until the
+    API answers. Returns the probe that /readyz re-checks with, or None without Claude tiers.
     """
     for warning in settings.model_warnings():
         log.warning(warning)
     if not any(name in ("fast", "strong") for name in settings.effective_tiers):
-        return
+        return None
     from consumer.classify.claude import ClaudeTier, measure_system_prompt
 
-    await asyncio.gather(*(measure_system_prompt(tier) for tier in tiers if isinstance(tier, ClaudeTier)))
+    claude_tiers = [tier for tier in tiers if isinstance(tier, ClaudeTier)]
+    probe = ClaudeApiProbe(
+        {tier.model: tier.count_prompt_tokens for tier in claude_tiers}, claude_api_problem
+    )
+    await asyncio.gather(*(measure_system_prompt(_CheckedTier(tier, probe)) for tier in claude_tiers))
+    problem = probe.problem
+    if problem is not None:
+        log.error(
+            "Claude API check failed at %s: %s; tickets go to %s after their retries until it "
+            "answers (/readyz reports it)",
+            settings.anthropic_base_url or DEFAULT_API_URL,
+            problem,
+            settings.triage_topic,
+            extra={"claude_api": problem},
+        )
+    return probe
+
+
+class _CheckedTier:
+    """A Claude tier as ``measure_system_prompt`` sees it (``model``, ``count_prompt_tokens``), whose
+    call goes through the API probe, so measuring the prompt is also the start-up API check."""
+
+    def __init__(self, tier: ClaudeTier, probe: ClaudeApiProbe) -> None:
+        self.model = tier.model
+        self._probe = probe
+
+    async def count_prompt_tokens(self) -> int:
+        return cast(int, await self._probe.call(self.model))
+
+
+def claude_api_problem(exc: BaseException) -> str | None:
+    """The probe's reading of a failed check call (None: the API answered, e.g. a plain 429)."""
+    from consumer.classify.claude import failure_from_exception
+
+    if isinstance(exc, TimeoutError):
+        return "unreachable: no answer in time"
+    failure = failure_from_exception(exc)
+    if failure is None:
+        return f"failing: {type(exc).__name__}"
+    return api_problem(failure)
 
 
 def llm_call_counters(metrics: Metrics) -> tuple[Callable[[str, str], None], Callable[[str, str], None]]:
@@ -157,6 +205,8 @@ class RunningService:
     loop: KafkaLoop
     metrics: Metrics
     http_port: int
+    claude: ClaudeApiProbe | None = None
+    """Whether the Claude API answers; None when no tier uses it."""
 
 
 def record_outcome_metrics(metrics: Metrics) -> OutcomeHook:
@@ -186,7 +236,7 @@ async def run_service(
     taxonomy = load_taxonomy(settings.taxonomy_path)
     metrics = Metrics()
     tiers = build_tiers(settings, taxonomy, metrics)
-    await check_models(settings, tiers)
+    claude = await check_models(settings, tiers)
     if "local" in settings.effective_tiers and settings.anthropic_api_key is None:
         log.info("using the local tier only: ANTHROPIC_API_KEY is unset")
     pipeline = build_pipeline(settings, taxonomy, tiers)
@@ -219,7 +269,7 @@ async def run_service(
         **options,
         group_id=settings.consumer_group,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset=settings.auto_offset_reset,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         max_poll_interval_ms=settings.max_poll_interval_ms,
@@ -256,12 +306,7 @@ async def run_service(
     runner: web.AppRunner | None = None
     try:
         runner, http_port = await start_http(
-            build_app(
-                metrics,
-                loop.state,
-                lambda: loop_task is not None and not loop_task.done(),
-                BrokerProbe(consumer.topics),
-            ),
+            build_app(metrics, loop.state, lambda: loop_task, BrokerProbe(consumer.topics), claude),
             settings.metrics_host,
             settings.metrics_port,
         )
@@ -281,15 +326,36 @@ async def run_service(
         freeze_start_up_heap()
         loop_task = asyncio.create_task(loop.run(stop), name="kafka-loop")
         if on_started is not None:
-            on_started(RunningService(loop, metrics, http_port))
+            on_started(RunningService(loop, metrics, http_port, claude))
         await loop_task
     finally:
-        await consumer.stop()
+        if claude is not None:
+            await claude.close()
+        await stop_consumer(consumer, joined=loop_task is not None)
         await producer.stop()
         await pipeline.close()
         if runner is not None:
             await runner.cleanup()
         log.info("stopped")
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer, joined: bool) -> None:
+    """Stop the consumer; if it never finished joining its group, without waiting for the join.
+
+    aiokafka's ``stop()`` first lets an unfinished JoinGroup round end (half the session timeout
+    on Tansu, longer while other members drain), so a start-up cancelled by Ctrl-C would wait for
+    a membership it is giving up. A member that never joined has nothing to commit: its stop is
+    bounded instead, and the broker forgets it when its session times out.
+    """
+    if joined:
+        await consumer.stop()
+        return
+    try:
+        await asyncio.wait_for(consumer.stop(), UNJOINED_STOP_S)
+    except TimeoutError:
+        # The cut-short stop() leaves the client's connections open, and Tansu's own SIGTERM
+        # waits for its clients to hang up; aiokafka has no public call for just this step.
+        await consumer._client.close()
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -4,6 +4,18 @@ It is the single source of truth for the prompt, the model's output schema, the 
 labels, the routing and the topics created at start-up, so every cross-reference in it is checked
 when it is loaded: a typo fails the start-up with one line naming the key and what is allowed,
 instead of silently routing tickets to a topic nobody reads.
+
+A key written twice in one mapping (an axis, a label, a rule's ``when`` axis, anything) is an
+error naming the mapping, the key and both lines. YAML allows a loader to keep the last value
+(PyYAML's ``safe_load`` does, silently), which would let a pasted label description replace the
+one above it unnoticed; TOML forbids duplicates itself and ``tomllib`` reports the line.
+
+An axis without ``threshold`` gets ``DEFAULT_THRESHOLD`` (0.75), a documented default rather
+than an error: the bundled files set every threshold, but small one-off taxonomies (tests,
+evaluation runs) rely on it, and 0.75 is what the bundled team and ticket_type axes use. What
+made the old default a trap was that it was invisible, so the effective threshold is part of the
+fingerprint (and thus of ``prompt_version``: dropping ``threshold: 0.8`` changes it, dropping a
+``threshold: 0.75`` does not, as nothing changed) and ``taxonomy check`` marks it "default".
 """
 
 from __future__ import annotations
@@ -24,6 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 LABEL_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 DEFAULT_TAXONOMY_RESOURCE = "taxonomy.yaml"
+DEFAULT_THRESHOLD = 0.75
+YAML_MERGE_TAG = "tag:yaml.org,2002:merge"
+TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
 
 
 class TaxonomyError(ValueError):
@@ -34,8 +49,13 @@ class Axis(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     description: str = ""
-    threshold: float = Field(default=0.75, ge=0.0, le=1.0)
+    threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0.0, le=1.0)
     labels: dict[str, str] = Field(min_length=2)
+
+    @property
+    def threshold_is_default(self) -> bool:
+        """True when the file left ``threshold`` out, so ``taxonomy check`` can say so."""
+        return "threshold" not in self.model_fields_set
 
     @field_validator("labels")
     @classmethod
@@ -116,8 +136,13 @@ class Taxonomy(BaseModel):
         return {name: axis.threshold for name, axis in self.axes.items()}
 
     def fingerprint(self) -> str:
-        """Stable hash of everything in the file; part of ``prompt_version``."""
-        canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        """Stable hash of everything in the file; part of ``prompt_version``.
+
+        The dump includes defaulted fields, so it hashes the effective values (a left-out
+        threshold counts as ``DEFAULT_THRESHOLD``), not the text as written.
+        """
+        effective = self.model_dump(mode="json", exclude_defaults=False, exclude_unset=False)
+        canonical = orjson.dumps(effective, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(canonical).hexdigest()[:12]
 
     def label_combinations(self, axes: list[str]) -> Iterator[dict[str, str]]:
@@ -149,23 +174,85 @@ def parse_taxonomy(data: Mapping[str, Any], source: str = "taxonomy") -> Taxonom
         raise TaxonomyError(_format_error(source, exc)) from None
 
 
-def load_taxonomy(path: Path | str | None = None) -> Taxonomy:
-    """Load and check a taxonomy file (YAML or TOML); None means the one shipped in the package."""
+def _key_path(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _check_unique_keys(node: yaml.Node, path: str, loader: yaml.SafeLoader, seen: set[int]) -> None:
+    """Raise on the first mapping under ``node`` that has a key twice (PyYAML keeps the last)."""
+    if id(node) in seen:  # an alias to a node already checked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_unique_keys(item, f"{path}[{index}]", loader, seen)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first_line: dict[object, int] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == YAML_MERGE_TAG:  # `<<: *base`: explicit keys may override merged ones
+            _check_unique_keys(value_node, path, loader, seen)
+            continue
+        if not isinstance(key_node, yaml.ScalarNode):  # safe_load refuses these keys itself
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in first_line:
+            raise TaxonomyError(
+                f"{loader.name}: {path or 'top level'}: duplicate key {key!r} on line {line} "
+                f"(first on line {first_line[key]}); each key may appear once"
+            )
+        first_line[key] = line
+        _check_unique_keys(value_node, _key_path(path, key), loader, seen)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate mapping keys instead of keeping the last one."""
+    loader = yaml.SafeLoader(text)
+    loader.name = source
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_unique_keys(node, "", loader, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _toml_error(text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """The decoder's message plus the offending line, which names the key it does not name."""
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    found = TOML_LINE.search(message)
+    lines = text.splitlines()
+    if found and 0 < int(found.group(1)) <= len(lines):
+        message += f": {lines[int(found.group(1)) - 1].strip()[:80]}"
+    return message
+
+
+def load_taxonomy(path: Path | str | None = None, *, origin: str = "TAXONOMY_PATH") -> Taxonomy:
+    """Load and check a taxonomy file (YAML or TOML); None means the one shipped in the package.
+
+    ``origin`` is what the user set to give ``path`` (the variable, or a command and its
+    argument), so that a file that cannot be read is blamed on what they actually typed.
+    """
     if path is None:
         text = resources.files("consumer.data").joinpath(DEFAULT_TAXONOMY_RESOURCE).read_text("utf-8")
-        return parse_taxonomy(yaml.safe_load(text), source=f"<default {DEFAULT_TAXONOMY_RESOURCE}>")
+        source = f"<default {DEFAULT_TAXONOMY_RESOURCE}>"
+        return parse_taxonomy(parse_yaml(text, source), source=source)
     file = Path(path)
     try:
         text = file.read_text("utf-8")
     except OSError as exc:
-        raise TaxonomyError(f"TAXONOMY_PATH: cannot read {file}: {exc.strerror}") from None
+        raise TaxonomyError(f"{origin}: cannot read {file}: {exc.strerror}") from None
     try:
-        data = tomllib.loads(text) if file.suffix == ".toml" else yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        data = tomllib.loads(text) if file.suffix == ".toml" else parse_yaml(text, str(file))
+    except tomllib.TOMLDecodeError as exc:
+        raise TaxonomyError(f"{file}: not valid TOML: {_toml_error(text, exc)}") from None
+    except yaml.YAMLError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TaxonomyError(
-            f"{file}: not valid {'TOML' if file.suffix == '.toml' else 'YAML'}: {first_line}"
-        ) from None
+        raise TaxonomyError(f"{file}: not valid YAML: {first_line}") from None
     if not isinstance(data, Mapping):
         raise TaxonomyError(f"{file}: expected a mapping with keys axes, routing, business_rules")
     return parse_taxonomy(data, source=str(file))

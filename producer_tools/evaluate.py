@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from consumer.config import Settings, load_settings
+from consumer.config import ConfigError, Settings, load_settings
 from consumer.errors import UserError
 from consumer.taxonomy import Taxonomy, load_taxonomy
 from producer_tools.evaluation import metrics
@@ -125,12 +126,26 @@ def options_from(args: argparse.Namespace) -> Options:
     )
 
 
+# Settings a flag of this command sets: an error about one of them is about the flag.
+FLAG_FOR_SETTING = {"TIERS": "--tiers", "TAXONOMY_PATH": "--taxonomy", "LOCAL_TRAINING_PATH": "--train"}
+
+
+def flag_named(message: str) -> str:
+    """``TIERS: unknown tier 'turbo' …`` as ``--tiers: …`` when the value came from the flag."""
+    setting, sep, rest = message.partition(": ")
+    flag = FLAG_FOR_SETTING.get(setting)
+    return f"{flag}{sep}{rest}" if sep and flag is not None else message
+
+
 def settings_for(options: Options, training_path: Path | None = None) -> Settings:
     """The service's Settings (environment first), with the flags and a training file on top."""
     overrides = dict(options.overrides)
     if training_path is not None:
         overrides["local_training_path"] = training_path
-    settings = load_settings(**overrides)
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        raise ConfigError(flag_named(str(exc))) from None
     if (options.train is not None or options.cv is not None) and "local" not in settings.effective_tiers:
         raise UserError(
             f"--train and --cv fit the local tier, but the tiers are {','.join(settings.effective_tiers)}; "
@@ -240,7 +255,8 @@ async def single_run(
 async def evaluate(options: Options) -> dict[str, Any]:
     """The full report dict (what ``--json`` writes)."""
     started = time.perf_counter()
-    taxonomy = load_taxonomy(settings_for(options).taxonomy_path)
+    origin = "--taxonomy" if "taxonomy_path" in options.overrides else "TAXONOMY_PATH"
+    taxonomy = load_taxonomy(settings_for(options).taxonomy_path, origin=origin)
     items = read_labeled(options.labeled, taxonomy, options.text_column, options.label_column)
     cv: dict[str, Any] | None = None
     n_train: int | None = None
@@ -285,4 +301,16 @@ def run(args: argparse.Namespace) -> int:
 
         args.html_out.write_text(html_report.render(report), encoding="utf-8")
     terminal.render(report)
+    return exit_status(report)
+
+
+def exit_status(report: dict[str, Any]) -> int:
+    """1 when no ticket got an answer from any tier (an unreachable API, a bad key): the figures of
+    such a run describe the outage, not the classifier, and a script must not take them as a score."""
+    outcomes = report["outcomes"]
+    answered = outcomes["routed"] + outcomes["triaged_by_kind"].get("low_confidence", 0)
+    if report["n"] and answered == 0:
+        kinds = ", ".join(f"{kind} {share:.0%}" for kind, share in outcomes["triaged_by_kind"].items())
+        print(f"ticket-tools evaluate: error: no ticket was classified ({kinds})", file=sys.stderr)
+        return 1
     return 0

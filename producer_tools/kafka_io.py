@@ -2,8 +2,12 @@
 
 Tools are run by people, so every way of not reaching the cluster (wrong address, nothing
 listening, a firewall that drops packets) must end within a bounded time as one ``UserError``
-line instead of a hang or a traceback. Clients are built from the service's own ``Settings`` so a
-tool talks to a secured cluster exactly the way the router does.
+line instead of a hang or a traceback.
+
+The tools read only the settings they use (``TOOL_SETTINGS``): a bad ``METRICS_PORT`` or
+``TIERS`` is the service's problem and must not stop someone from publishing or reading a topic.
+Client options still come from the service's own ``client_options``, so a tool talks to a
+secured cluster exactly the way the router does.
 """
 
 from __future__ import annotations
@@ -12,32 +16,85 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from pydantic import ValidationError
 
-from consumer.config import Settings, load_settings
+from consumer.config import Settings, settings_from_values
 from consumer.errors import UserError
 from consumer.kafka_common import client_options
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 
 
+# The environment variables publish, tail and replay read: names of ``consumer.config.Settings``
+# fields, validated by the service's own rules (one ConfigMap configures both).
+TOOL_SETTINGS: tuple[str, ...] = (
+    "kafka_bootstrap_servers",
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_cafile",
+    "kafka_ssl_certfile",
+    "kafka_ssl_keyfile",
+    "input_topic",
+    "triage_topic",
+    "queue_topic_prefix",
+    "topic_partitions",
+    "topic_replication_factor",
+    "embedded_broker_port",
+    "taxonomy_path",
+)
+
+
+def load_tool_settings(environ: Mapping[str, str] = os.environ) -> Settings:
+    """The service's Settings from the tools' variables only; a bad value is one line naming it.
+
+    Variables not in ``TOOL_SETTINGS`` are never read, so an unparsable ``MODEL_PRICES`` or a
+    ``TIERS`` the service would refuse cannot block a tool; every other field keeps its default.
+    """
+    values = {name: environ[name.upper()] for name in TOOL_SETTINGS if name.upper() in environ}
+    try:
+        return settings_from_values(values)
+    except ValidationError as exc:
+        raise UserError(describe_settings_error(exc)) from None
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """``VARIABLE: reason`` for the first problem (pydantic lists the allowed values of a Literal)."""
+    error = exc.errors()[0]
+    variable = "_".join(str(part) for part in error["loc"]).upper()
+    message = str(error["msg"]).removeprefix("Value error, ")
+    value = error.get("input")
+    secret = "PASSWORD" in variable
+    shown = f" (got {value!r})" if variable and isinstance(value, str) and not secret else ""
+    return f"{variable}: {message}{shown}" if variable else message
+
+
 @dataclass(frozen=True)
 class Connection:
-    """Where and how a tool connects: settings for security options, the resolved bootstrap."""
+    """Where and how a tool connects: settings for security options, the resolved bootstrap.
+
+    ``default_bootstrap`` is True when neither ``--bootstrap`` nor ``KAFKA_BOOTSTRAP_SERVERS``
+    chose the address, so a failure can say that the default was only a guess.
+    """
 
     settings: Settings
     bootstrap: str
     timeout_s: float
+    default_bootstrap: bool = False
 
     def options(self) -> dict[str, Any]:
-        return {**client_options(self.settings, self.bootstrap), "client_id": "ticket-tools"}
+        options = client_options(self.settings, self.bootstrap)
+        return {**options, "client_id": "ticket-tools"}
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +103,8 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         "--bootstrap",
         default=None,
         help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS, else the local "
-        "`ticket-router run` broker on 127.0.0.1:EMBEDDED_BROKER_PORT)",
+        "`ticket-router run` broker on 127.0.0.1:EMBEDDED_BROKER_PORT; when that port was busy, "
+        "`ticket-router run` used another one and printed it: pass that here)",
     )
     parser.add_argument(
         "--connect-timeout",
@@ -64,11 +122,12 @@ def connection_from_args(args: argparse.Namespace) -> Connection:
     reported by the CLI's one-line error path instead of breaking ``--help``.
     """
     quiet_client_logs()
-    settings = load_settings()
-    bootstrap = resolve_bootstrap(args.bootstrap, settings)
     if args.connect_timeout <= 0:
         raise UserError(f"--connect-timeout must be positive, not {args.connect_timeout:g}")
-    return Connection(settings, bootstrap, args.connect_timeout)
+    settings = load_tool_settings()
+    bootstrap = resolve_bootstrap(args.bootstrap, settings)
+    defaulted = args.bootstrap is None and settings.kafka_bootstrap_servers is None
+    return Connection(settings, bootstrap, args.connect_timeout, default_bootstrap=defaulted)
 
 
 def status(message: str) -> None:
@@ -112,11 +171,22 @@ async def start_bounded(client: Any, connection: Connection) -> None:
 
 def failure_reason(exc: BaseException, connection: Connection) -> str:
     """A short reason for a failed start; aiokafka's own messages list socket tuples."""
+    if connection.default_bootstrap and isinstance(exc, KafkaConnectionError | OSError | TimeoutError):
+        return default_bootstrap_hint(connection.bootstrap)
     if isinstance(exc, TimeoutError):
         return f"no answer within {connection.timeout_s:g}s (check --bootstrap or KAFKA_BOOTSTRAP_SERVERS)"
     if isinstance(exc, KafkaConnectionError | OSError):
         return "no broker accepted a connection (check --bootstrap or KAFKA_BOOTSTRAP_SERVERS)"
     return str(exc) or type(exc).__name__
+
+
+def default_bootstrap_hint(bootstrap: str) -> str:
+    """Why the default address may be wrong: ``ticket-router run`` moves its broker when 9092 is taken."""
+    return (
+        f"no broker is listening on {bootstrap}, the default address (neither --bootstrap nor "
+        "KAFKA_BOOTSTRAP_SERVERS is set); `ticket-router run` starts its broker on another port when "
+        "that one is busy and prints the address: pass it with --bootstrap HOST:PORT"
+    )
 
 
 async def _close_quietly(client: Any) -> None:

@@ -1,21 +1,26 @@
 """``ticket-tools publish``: put ticket events on the input topic, from a file or generated.
 
-Sources: a JSONL file of TicketEvents, a CSV export from a help desk with a column mapping, or
-``--sample N`` generated tickets. Every event is validated before the first one is sent, because
-half a file published and half refused is the hardest state to clean up. Records are keyed by
-``ticket_id`` like the upstream services do, so per-ticket order holds in the router.
+Sources: a JSONL file of TicketEvents, a JSON file holding an array of them, a CSV export from a
+help desk with a column mapping, or ``--sample N`` generated tickets (texts the local tier was not
+trained on). Every event is validated before the first one is sent, because half a file published
+and half refused is the hardest state to clean up. Records are keyed by ``ticket_id`` like the
+upstream services do, so per-ticket order holds in the router. Ctrl-C stops sending, waits for the
+records already sent to be acknowledged, prints how many were, and exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import io
+import signal
+import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +33,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from consumer.config import load_settings
 from consumer.errors import UserError
 from consumer.topics import ensure_topics
 from producer_tools.kafka_io import (
@@ -37,11 +41,12 @@ from producer_tools.kafka_io import (
     cluster_topics,
     connection_from_args,
     kafka_errors_as_user_errors,
+    load_tool_settings,
     producer,
     require_topics,
     status,
 )
-from producer_tools.samples import generate_samples
+from producer_tools.samples import SAMPLES_RESOURCE, generate_samples
 from schemas.codec import describe_validation_error, encode
 from schemas.events import AccountTier, AuthorRole, Channel, EventType, TicketEvent
 
@@ -49,8 +54,9 @@ MAPPABLE_FIELDS: tuple[str, ...] = tuple(name for name in TicketEvent.model_fiel
 METADATA_PREFIX = "metadata."
 ENUM_FIELDS = frozenset({"event_type", "account_tier", "author_role", "channel"})
 CSV_SUFFIXES = frozenset({".csv"})
-JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson", ".json"})
-DRY_RUN_SHOWN = 10
+JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
+JSON_SUFFIXES = frozenset({".json"})
+INTERRUPTED_STATUS = 130
 
 
 # ---------------------------------------------------------------------------- pure: records
@@ -58,11 +64,19 @@ DRY_RUN_SHOWN = 10
 
 @dataclass(frozen=True)
 class PublishRecord:
-    """One record to send; ``line`` points back into the source for error messages."""
+    """One record to send; ``unit`` and ``line`` point back into the source for error messages.
+
+    ``unit`` is "line" for JSONL and CSV, "item" for the elements of a JSON array.
+    """
 
     line: int
     key: bytes | None
     value: bytes
+    unit: str = "line"
+
+    @property
+    def where(self) -> str:
+        return f"{self.unit} {self.line}"
 
 
 def ticket_key(document: object) -> bytes | None:
@@ -105,11 +119,46 @@ def records_from_jsonl(raw: bytes, source: str, validate: bool) -> list[PublishR
     return records
 
 
-def refuse_if_invalid(problems: Sequence[str]) -> None:
+def records_from_json_document(raw: bytes, source: str, validate: bool) -> list[PublishRecord]:
+    """A ``.json`` file: an array of TicketEvents (or one event); anything else is read as JSONL.
+
+    Array items are re-encoded compactly, one record each, and errors name the item (1-based).
+    A file that does not parse as one JSON document is most likely JSONL under a ``.json`` name.
+    """
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return records_from_jsonl(raw, source, validate)
+    if isinstance(document, dict):
+        return records_from_jsonl(orjson.dumps(document), source, validate)
+    if not isinstance(document, list):
+        raise UserError(f"{source}: expected a JSON array of TicketEvents, found a {type(document).__name__}")
+    return records_from_items(document, source, validate)
+
+
+def records_from_items(items: Sequence[object], source: str, validate: bool) -> list[PublishRecord]:
+    """The elements of a JSON array as records; with ``validate`` each must be a TicketEvent."""
+    records: list[PublishRecord] = []
+    problems: list[str] = []
+    for number, item in enumerate(items, start=1):
+        if validate:
+            try:
+                TicketEvent.model_validate(item)
+            except ValidationError as exc:
+                problems.append(
+                    f"{source} item {number}: not a valid TicketEvent: {describe_validation_error(exc)}"
+                )
+                continue
+        records.append(PublishRecord(number, ticket_key(item), orjson.dumps(item), unit="item"))
+    refuse_if_invalid(problems, "items")
+    return records
+
+
+def refuse_if_invalid(problems: Sequence[str], units: str = "lines") -> None:
     """One line for the whole file: the first problem, and how many more there are."""
     if not problems:
         return
-    more = f"and {len(problems) - 1} more invalid lines; " if len(problems) > 1 else ""
+    more = f"and {len(problems) - 1} more invalid {units}; " if len(problems) > 1 else ""
     raise UserError(f"{problems[0]} ({more}nothing was published)")
 
 
@@ -284,10 +333,26 @@ class TokenBucket:
 class PublishResult:
     per_partition: Counter[tuple[str, int]] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def delivered(self) -> int:
+        """Records the broker acknowledged."""
         return sum(self.per_partition.values())
+
+
+async def pause_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds`` (the pacing delay) but wake at once on Ctrl-C; True when stopped.
+
+    Without a delay it still yields once, so the signal handler gets to run even while a fast
+    publish keeps the producer's buffer from ever filling up.
+    """
+    if seconds <= 0:
+        await asyncio.sleep(0)
+    elif not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
 
 
 async def publish_records(
@@ -296,16 +361,22 @@ async def publish_records(
     records: Sequence[PublishRecord],
     rate: float,
     on_delivered: Callable[[], None] = lambda: None,
+    stop: asyncio.Event | None = None,
 ) -> PublishResult:
-    """Send every record (paced when ``rate`` > 0) and wait for every acknowledgement."""
+    """Send every record (paced when ``rate`` > 0) and wait for every acknowledgement.
+
+    When ``stop`` is set (Ctrl-C) no further record is sent, but the ones already handed to the
+    producer are still awaited, so the count of acknowledged records is exact.
+    """
     result = PublishResult()
+    stop = stop or asyncio.Event()
     bucket = TokenBucket(rate, now=time.monotonic()) if rate > 0 else None
     pending: list[asyncio.Future[Any]] = []
 
-    def delivered(line: int) -> Callable[[asyncio.Future[Any]], None]:
+    def delivered(where: str) -> Callable[[asyncio.Future[Any]], None]:
         def callback(future: asyncio.Future[Any]) -> None:
             if future.exception() is not None:
-                result.failures.append(f"line {line}: {future.exception()}")
+                result.failures.append(f"{where}: {future.exception()}")
             else:
                 metadata = future.result()
                 result.per_partition[(metadata.topic, metadata.partition)] += 1
@@ -315,15 +386,17 @@ async def publish_records(
 
     async with producer(connection, linger_ms=0 if bucket else 5) as client:
         for record in records:
-            if bucket is not None:
-                await asyncio.sleep(bucket.reserve(time.monotonic()))
+            wait = bucket.reserve(time.monotonic()) if bucket is not None else 0.0
+            if await pause_unless_stopped(stop, wait):
+                result.interrupted = True
+                break
             try:
                 future = await client.send(topic, record.value, key=record.key)
             except KafkaError as exc:
-                result.failures.append(f"line {record.line}: {exc}")
+                result.failures.append(f"{record.where}: {exc}")
                 on_delivered()
                 continue
-            future.add_done_callback(delivered(record.line))
+            future.add_done_callback(delivered(record.where))
             pending.append(future)
         await asyncio.gather(*pending, return_exceptions=True)
     return result
@@ -342,17 +415,18 @@ def load_records(args: argparse.Namespace) -> tuple[list[PublishRecord], str]:
         events = generate_samples(args.sample, args.seed, datetime.now(UTC))
         return records_from_events(events), f"{args.sample} samples (seed {args.seed})"
     if args.file is None:
-        raise UserError("nothing to publish: give a JSONL or CSV FILE, or --sample N")
+        raise UserError("nothing to publish: give a JSONL, JSON or CSV FILE, or --sample N")
     path = Path(args.file)
     kind = file_format(path, args.format)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    if kind == "jsonl":
+    if kind in ("jsonl", "json"):
         if args.map:
-            raise UserError("--map only applies to a CSV file (JSONL lines are TicketEvents already)")
-        return records_from_jsonl(raw, str(path), args.validate), str(path)
+            raise UserError(f"--map only applies to a CSV file ({kind.upper()} holds TicketEvents already)")
+        read = records_from_jsonl if kind == "jsonl" else records_from_json_document
+        return read(raw, str(path), args.validate), str(path)
     defaults = CsvDefaults(account_tier=args.account_tier, channel=args.channel, customer_id=args.customer_id)
     try:
         text = raw.decode("utf-8-sig")
@@ -370,7 +444,11 @@ def file_format(path: Path, requested: str) -> str:
         return "csv"
     if suffix in JSONL_SUFFIXES:
         return "jsonl"
-    raise UserError(f"cannot tell the format of {path} from its name; pass --format jsonl or --format csv")
+    if suffix in JSON_SUFFIXES:
+        return "json"
+    raise UserError(
+        f"cannot tell the format of {path} from its name; pass --format jsonl, --format json or --format csv"
+    )
 
 
 def count_table(result: PublishResult) -> Table:
@@ -385,16 +463,63 @@ def count_table(result: PublishResult) -> Table:
 
 
 def print_dry_run(records: Sequence[PublishRecord], source: str, topic: str) -> None:
-    """Plain lines (no wrapping), so the output can be grepped or diffed."""
-    print(f"dry run: {len(records)} records from {source} would be published to {topic!r}")
-    for record in records[:DRY_RUN_SHOWN]:
-        key = record.key.decode("utf-8", "replace") if record.key else "-"
-        print(f"  line {record.line} key={key} {record.value[:100].decode('utf-8', 'replace')}")
-    if len(records) > DRY_RUN_SHOWN:
-        print(f"  … and {len(records) - DRY_RUN_SHOWN} more")
+    """Every record's value, whole, one per line on stdout; the summary on stderr.
+
+    Whole values are what make a ``--map`` checkable (``| jq .body``); the values are the exact
+    bytes that would be sent, and JSONL lines, array items and CSV rows are all one line each.
+    """
+    out = sys.stdout.buffer
+    for record in records:
+        out.write(record.value + b"\n")
+    out.flush()
+    status(f"dry run: {len(records)} records from {source} would be published to {topic!r}")
+
+
+@contextlib.contextmanager
+def interrupt_sets(stop: asyncio.Event) -> Iterator[None]:
+    """The first Ctrl-C sets ``stop`` instead of raising; a second one abandons the wait as usual.
+
+    Raising KeyboardInterrupt mid-send would lose the count of what the broker acknowledged,
+    which is exactly what someone who stopped a publish needs to know before resuming it.
+    """
+    loop = asyncio.get_running_loop()
+
+    def first_interrupt() -> None:
+        stop.set()
+        loop.remove_signal_handler(signal.SIGINT)  # back to KeyboardInterrupt for the next one
+        status("interrupted: waiting for the records already sent (Ctrl-C again to abandon them)")
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, first_interrupt)
+    except (NotImplementedError, RuntimeError):  # no signal handlers here (Windows, a thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+def outcome_line(result: PublishResult, total: int, source: str, topic: str, bootstrap: str) -> str:
+    """The closing status line; an interrupted run says how many were sent and how many were not."""
+    where = f"from {source} to {topic!r} at {bootstrap}"
+    if result.interrupted:
+        return (
+            f"interrupted: published {result.delivered} of {total} records (acknowledged by the "
+            f"broker) {where}; {total - result.delivered} not published"
+        )
+    return f"published {result.delivered} records {where}"
 
 
 async def run_publish(args: argparse.Namespace, records: Sequence[PublishRecord], source: str) -> int:
+    stop = asyncio.Event()
+    with interrupt_sets(stop):
+        return await publish_command(args, records, source, stop)
+
+
+async def publish_command(
+    args: argparse.Namespace, records: Sequence[PublishRecord], source: str, stop: asyncio.Event
+) -> int:
     connection = connection_from_args(args)
     topic = args.topic or connection.settings.input_topic
     existing = await cluster_topics(connection)
@@ -417,14 +542,15 @@ async def run_publish(args: argparse.Namespace, records: Sequence[PublishRecord]
         task = progress.add_task("publish", total=len(records))
         with kafka_errors_as_user_errors(connection):
             result = await publish_records(
-                connection, topic, records, args.rate, lambda: progress.advance(task)
+                connection, topic, records, args.rate, lambda: progress.advance(task), stop
             )
     Console().print(count_table(result))
     if result.failures:
         status(f"{len(result.failures)} records failed, first: {result.failures[0]}")
-        return 1
-    status(f"published {result.delivered} records from {source} to {topic!r} at {connection.bootstrap}")
-    return 0
+    status(outcome_line(result, len(records), source, topic, connection.bootstrap))
+    if result.interrupted:
+        return INTERRUPTED_STATUS
+    return 1 if result.failures else 0
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -434,7 +560,7 @@ def handle(args: argparse.Namespace) -> int:
         raise UserError(f"--rate must be 0 (as fast as possible) or positive, not {args.rate:g}")
     records, source = load_records(args)
     if args.dry_run:
-        print_dry_run(records, source, args.topic or load_settings().input_topic)
+        print_dry_run(records, source, args.topic or load_tool_settings().input_topic)
         return 0
     return asyncio.run(run_publish(args, records, source))
 
@@ -442,15 +568,31 @@ def handle(args: argparse.Namespace) -> int:
 def add_parser(subcommands: Any) -> None:
     parser: argparse.ArgumentParser = subcommands.add_parser(
         "publish",
-        help="publish ticket events from a JSONL/CSV file or generated samples",
+        help="publish ticket events from a JSONL/JSON/CSV file or generated samples",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("file", nargs="?", default=None, metavar="FILE", help="JSONL of TicketEvents, or CSV")
-    parser.add_argument("--sample", type=int, default=None, metavar="N", help="publish N generated tickets")
+    parser.add_argument(
+        "file",
+        nargs="?",
+        default=None,
+        metavar="FILE",
+        help="JSONL of TicketEvents (.jsonl/.ndjson), a JSON array of them (.json), or CSV",
+    )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"publish N generated tickets; texts come from the bundled {SAMPLES_RESOURCE}, which the "
+        "local tier is not trained on (few distinct texts: they repeat for a large N)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed for --sample (default 1)")
     parser.add_argument(
-        "--format", choices=("auto", "jsonl", "csv"), default="auto", help="default: by suffix"
+        "--format",
+        choices=("auto", "jsonl", "json", "csv"),
+        default="auto",
+        help="default: by suffix (.jsonl/.ndjson, .json, .csv)",
     )
     parser.add_argument(
         "--map",
@@ -472,7 +614,11 @@ def add_parser(subcommands: Any) -> None:
         default=True,
         help="refuse the whole file if a line is not a valid TicketEvent (default: on)",
     )
-    parser.add_argument("--dry-run", action="store_true", help="read and validate, publish nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read and validate, print each event whole (one JSON per line), publish nothing",
+    )
     parser.add_argument("--create-topic", action="store_true", help="create the topic if it is missing")
     parser.add_argument(
         "--partitions", type=int, default=None, help="for --create-topic (default TOPIC_PARTITIONS)"

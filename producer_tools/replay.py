@@ -6,6 +6,10 @@ replaced by a fresh one: the router drops an event id it has already seen, and t
 event about the same ticket. Headers say where the replay came from so it can be traced and is
 never mistaken for upstream traffic. The triage topic is read with manual assignment and no
 group, so replaying changes nobody's committed offsets and can be repeated with ``--dry-run``.
+
+Without ``--error-kind`` every kind is replayed except malformed_json, schema_invalid and
+too_large: those originals would be refused again exactly as they were, unless the router itself
+changed (name them with ``--error-kind`` then). The summary accounts for every record read.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from aiokafka import TopicPartition
 from pydantic import ValidationError
 
 from consumer.errors import UserError
+from consumer.topics import ensure_topics
 from producer_tools.kafka_io import (
     Connection,
     add_connection_arguments,
@@ -45,13 +50,23 @@ HEADER_KIND = "x-replay-error-kind"
 HEADER_AT = "x-replayed-at"
 HEADER_ORIGINAL = "x-original-source"
 HEADER_ORIGINAL_EVENT_ID = "x-original-event-id"
+ALL_KINDS = "all"
+UNCHANGED_FAILS: frozenset[ErrorKind] = frozenset(
+    {ErrorKind.MALFORMED_JSON, ErrorKind.SCHEMA_INVALID, ErrorKind.TOO_LARGE}
+)
+"""Kinds whose original bytes are refused again as they are: replayed only when named."""
+DEFAULT_KINDS: frozenset[ErrorKind] = frozenset(ErrorKind) - UNCHANGED_FAILS
 
 
 # ---------------------------------------------------------------------------- pure: filtering
 
 
 def parse_error_kinds(values: Sequence[str]) -> frozenset[ErrorKind]:
-    """``--error-kind`` values (repeatable, comma-separated allowed); empty means every kind."""
+    """``--error-kind`` values (repeatable, comma-separated allowed).
+
+    None given means ``DEFAULT_KINDS``: replaying a record that can only be triaged again is
+    noise in the triage topic. ``all`` means every kind.
+    """
     allowed = [kind.value for kind in ErrorKind]
     kinds: set[ErrorKind] = set()
     for value in values:
@@ -59,10 +74,15 @@ def parse_error_kinds(values: Sequence[str]) -> frozenset[ErrorKind]:
             name = name.strip()
             if not name:
                 continue
+            if name == ALL_KINDS:
+                kinds.update(ErrorKind)
+                continue
             if name not in allowed:
-                raise UserError(f"--error-kind: unknown kind {name!r} (allowed: {', '.join(allowed)})")
+                raise UserError(
+                    f"--error-kind: unknown kind {name!r} (allowed: {', '.join(allowed)}, {ALL_KINDS})"
+                )
             kinds.add(ErrorKind(name))
-    return frozenset(kinds) if kinds else frozenset(ErrorKind)
+    return frozenset(kinds) if kinds else DEFAULT_KINDS
 
 
 @dataclass(frozen=True)
@@ -150,14 +170,31 @@ def build_replay(record: TriageRecord, triage: Position, replayed_at: datetime, 
 
 @dataclass
 class ReplayPlan:
-    """Everything read from the triage topic, sorted into what will and will not be replayed."""
+    """Everything read from the triage topic, sorted into what will and will not be replayed.
+
+    Every record read lands in exactly one bucket, so ``accounted == read`` always holds and the
+    summary can show where each one went.
+    """
 
     replays: list[ReplayRecord] = field(default_factory=list)
     read: int = 0
-    filtered_out: int = 0
+    other_kinds: Counter[str] = field(default_factory=Counter)
     undecodable: list[str] = field(default_factory=list)
     not_replayable: list[str] = field(default_factory=list)
+    past_max: int = 0
     caught_up: bool = True
+
+    @property
+    def filtered_out(self) -> int:
+        return sum(self.other_kinds.values())
+
+    @property
+    def skipped(self) -> int:
+        return len(self.undecodable) + len(self.not_replayable)
+
+    @property
+    def accounted(self) -> int:
+        return len(self.replays) + self.filtered_out + self.skipped + self.past_max
 
 
 def plan_replays(
@@ -166,17 +203,25 @@ def plan_replays(
     now: Callable[[], datetime],
     new_id: Callable[[], str],
     plan: ReplayPlan | None = None,
+    max_replays: int | None = None,
 ) -> ReplayPlan:
-    """Add raw triage records to the plan: decode, filter by kind, build the replay."""
+    """Add raw triage records to the plan: decode, filter by kind, build the replay.
+
+    Once ``max_replays`` replays are planned, the rest of a fetched batch is counted as past
+    ``--max`` rather than dropped silently.
+    """
     plan = plan or ReplayPlan()
     for position, value in records:
         plan.read += 1
+        if max_replays is not None and len(plan.replays) >= max_replays:
+            plan.past_max += 1
+            continue
         record = decode_triage(value)
         if record is None:
-            plan.undecodable.append(str(position))
+            plan.undecodable.append(f"{position}: not a TriageRecord")
             continue
         if record.error_kind not in kinds:
-            plan.filtered_out += 1
+            plan.other_kinds[record.error_kind.value] += 1
             continue
         try:
             plan.replays.append(build_replay(record, position, now(), new_id()))
@@ -216,9 +261,9 @@ async def read_triage(
             batch = await consumer.getmany(timeout_ms=wait_ms)
             for tp in sorted(batch):
                 raw = [(Position(r.topic, r.partition, r.offset), r.value) for r in batch[tp]]
-                plan_replays(raw, kinds, _utc_now, _fresh_id, plan)
-    if max_replays is not None and len(plan.replays) > max_replays:
-        del plan.replays[max_replays:]
+                plan_replays(raw, kinds, _utc_now, _fresh_id, plan, max_replays)
+        if not plan.caught_up:  # stopped by --max or --timeout: was that the end anyway?
+            plan.caught_up = await _caught_up(consumer, partitions)
     return plan
 
 
@@ -263,13 +308,62 @@ def describe(replay: ReplayRecord) -> str:
     return f"{replay.triage} [{replay.error_kind.value}] key={key}{change}"
 
 
-def summary(plan: ReplayPlan, counts: Counter[str], verb: str, topic: str) -> str:
-    by_kind = ", ".join(f"{kind}: {count}" for kind, count in sorted(counts.items())) or "none"
-    skipped = len(plan.undecodable) + len(plan.not_replayable)
-    return (
-        f"{verb} {sum(counts.values())} records to {topic!r} ({by_kind}); read {plan.read} triage records, "
-        f"{plan.filtered_out} of other kinds, {skipped} not replayable"
+def by_kind(counts: Counter[str]) -> str:
+    return ", ".join(f"{kind}: {count}" for kind, count in sorted(counts.items()))
+
+
+def summary(
+    plan: ReplayPlan, counts: Counter[str], verb: str, topic: str, kinds: frozenset[ErrorKind]
+) -> str:
+    """One line in which replayed + other kinds + not replayable + past --max = read."""
+    replayed = sum(counts.values())
+    other = f" ({by_kind(plan.other_kinds)})" if plan.other_kinds else ""
+    parts = [f"{replayed} {verb}", f"{plan.filtered_out} of other kinds{other}"]
+    parts.append(f"{plan.skipped} not replayable")
+    if plan.past_max:
+        parts.append(f"{plan.past_max} past --max")
+    line = (
+        f"{verb} {replayed} records to {topic!r} ({by_kind(counts) or 'none'}); "
+        f"read {plan.read} triage records: {', '.join(parts)}"
     )
+    left_out = sorted(kind.value for kind in UNCHANGED_FAILS - kinds if kind.value in plan.other_kinds)
+    if left_out and kinds == DEFAULT_KINDS:
+        line += (
+            f"; not replayed by default, since they would be triaged again unchanged: "
+            f"{', '.join(left_out)} (name a kind with --error-kind to replay it)"
+        )
+    return line
+
+
+def replay_partitions(connection: Connection, existing: dict[str, list[int]], requested: int | None) -> int:
+    """Partitions for a created target: ``--partitions``, else the input topic's, else TOPIC_PARTITIONS."""
+    if requested is not None:
+        return requested
+    input_partitions = existing.get(connection.settings.input_topic)
+    return len(input_partitions) if input_partitions else connection.settings.topic_partitions
+
+
+async def prepare_target(
+    connection: Connection, existing: dict[str, list[int]], target: str, args: argparse.Namespace
+) -> None:
+    """Create the target with ``--create-topic``, else refuse a missing one naming the flag.
+
+    A dry run creates nothing and only warns, so it can still show what would be replayed.
+    """
+    if target in existing:
+        return
+    hint = " (pass --create-topic to create it; --partitions N to choose its partition count)"
+    if args.dry_run:
+        status(f"note: topic {target!r} does not exist on the broker{hint}")
+        return
+    if not args.create_topic:
+        require_topics(existing, [target], hint)
+    partitions = replay_partitions(connection, existing, args.partitions)
+    with kafka_errors_as_user_errors(connection):
+        await ensure_topics(
+            [target], partitions, connection.settings.topic_replication_factor, connection.options()
+        )
+    status(f"created topic {target!r} with {partitions} partitions")
 
 
 async def run_replay(args: argparse.Namespace, kinds: frozenset[ErrorKind]) -> int:
@@ -277,7 +371,8 @@ async def run_replay(args: argparse.Namespace, kinds: frozenset[ErrorKind]) -> i
     triage_topic = args.triage_topic or connection.settings.triage_topic
     target = args.topic or connection.settings.input_topic
     existing = await cluster_topics(connection)
-    require_topics(existing, [triage_topic] if args.dry_run else [triage_topic, target])
+    require_topics(existing, [triage_topic])
+    await prepare_target(connection, existing, target, args)
     partitions = topic_partitions(existing, [triage_topic])
     with kafka_errors_as_user_errors(connection):
         plan = await read_triage(connection, partitions, kinds, args.max, args.timeout)
@@ -285,15 +380,17 @@ async def run_replay(args: argparse.Namespace, kinds: frozenset[ErrorKind]) -> i
         status(f"skipped: {problem}")
     if not plan.caught_up and (args.max is None or len(plan.replays) < args.max):
         status(f"stopped after {args.timeout:g}s before reaching the end of {triage_topic!r}")
+    elif not plan.caught_up:
+        status(f"stopped at --max {args.max} before the end of {triage_topic!r}: later records were not read")
     if args.dry_run:
         for replay in plan.replays:
             print(f"would replay {describe(replay)}")
         counts = Counter(replay.error_kind.value for replay in plan.replays)
-        status("dry run: " + summary(plan, counts, "would replay", target))
+        status("dry run: " + summary(plan, counts, "would replay", target, kinds))
         return 0
     with kafka_errors_as_user_errors(connection):
         counts = await publish_replays(connection, target, plan.replays)
-    status(summary(plan, counts, "replayed", target))
+    status(summary(plan, counts, "replayed", target, kinds))
     return 0
 
 
@@ -303,6 +400,10 @@ def handle(args: argparse.Namespace) -> int:
         raise UserError(f"--max must be at least 1, not {args.max}")
     if args.timeout is not None and args.timeout <= 0:
         raise UserError(f"--timeout must be positive, not {args.timeout:g}")
+    if args.partitions is not None and args.partitions < 1:
+        raise UserError(f"--partitions must be at least 1, not {args.partitions}")
+    if args.partitions is not None and not args.create_topic:
+        raise UserError("--partitions only applies with --create-topic")
     return asyncio.run(run_replay(args, kinds))
 
 
@@ -318,7 +419,9 @@ def add_parser(subcommands: Any) -> None:
         action="append",
         default=[],
         metavar="KIND",
-        help=f"replay only these kinds (repeatable; default all): {', '.join(k.value for k in ErrorKind)}",
+        help="replay only these kinds (repeatable, or comma-separated): "
+        f"{', '.join(k.value for k in ErrorKind)}, or {ALL_KINDS}. Default: all but "
+        f"{', '.join(sorted(k.value for k in UNCHANGED_FAILS))}, which would be triaged again unchanged",
     )
     parser.add_argument("--triage-topic", default=None, help="read from (default: TRIAGE_TOPIC)")
     parser.add_argument("--topic", default=None, help="publish to (default: INPUT_TOPIC)")
@@ -332,6 +435,16 @@ def add_parser(subcommands: Any) -> None:
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="print what would be replayed, publish nothing"
+    )
+    parser.add_argument(
+        "--create-topic", action="store_true", help="create the --topic target if it does not exist"
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="for --create-topic (default: the input topic's partitions, else TOPIC_PARTITIONS)",
     )
     add_connection_arguments(parser)
     parser.set_defaults(handler=handle)

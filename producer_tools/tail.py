@@ -8,6 +8,10 @@ watermark that every fetch response carries. So the tool assigns the partitions 
 nothing committed), starts at ``seek_to_end`` (exact on real Kafka, merely early on Tansu), and
 when the first fetch response for a partition reports its high watermark, seeks there and drops
 anything below it. Records produced after the "following" line on stderr are always shown.
+
+Topics can also be named as they are on the broker (``ticket-tools tail needs-human-triage``),
+which is how people and runbooks tend to write it; ``--queue``/``--all``/``--triage`` resolve
+names through the prefix and the taxonomy instead.
 """
 
 from __future__ import annotations
@@ -57,12 +61,22 @@ def select_topics(
     reachable: Sequence[str],
     prefix: str,
     triage_topic: str | None,
+    topics: Sequence[str] = (),
 ) -> list[str]:
-    """The topics to follow; names every requested topic the broker does not have."""
+    """The topics to follow; names every requested topic the broker does not have.
+
+    ``topics`` are full topic names (the positional arguments), taken as they are: no prefix.
+    """
     present = set(existing)
+    absent = [topic for topic in topics if topic not in present]
+    if absent:
+        raise UserError(
+            f"topic {', '.join(repr(t) for t in absent)} does not exist on the broker "
+            "(positional arguments are topic names as on the broker; --queue takes queue names)"
+        )
     if all_queues:
         chosen = [prefix + queue for queue in reachable if prefix + queue in present]
-        if not chosen and triage_topic is None:
+        if not chosen and triage_topic is None and not topics:
             raise UserError(
                 f"no queue topics with prefix {prefix!r} exist on the broker (start the router once)"
             )
@@ -79,8 +93,9 @@ def select_topics(
         if triage_topic not in present:
             raise UserError(f"triage topic {triage_topic!r} does not exist on the broker")
         chosen.append(triage_topic)
+    chosen.extend(topics)
     if not chosen:
-        raise UserError("nothing to follow: give --queue NAME..., --all or --triage")
+        raise UserError("nothing to follow: give TOPIC..., --queue NAME..., --all or --triage")
     return list(dict.fromkeys(chosen))
 
 
@@ -127,11 +142,19 @@ class TailRow:
 
 
 def row_for(topic: str, value: bytes, triage_topic: str | None) -> TailRow:
-    """One table row from a queue record (RoutedTicket) or a triage record (TriageRecord)."""
+    """One table row from a queue record (RoutedTicket) or a triage record (TriageRecord).
+
+    The triage topic is decoded as triage records; any other topic as routed tickets, falling
+    back to a triage record, since a topic named on the command line can be either.
+    """
     try:
         if topic == triage_topic:
             return _triage_row(topic, decode(TriageRecord, value))
         return _routed_row(decode(RoutedTicket, value))
+    except (DecodeError, ValidationError):
+        pass
+    try:
+        return _triage_row(topic, decode(TriageRecord, value))
     except (DecodeError, ValidationError):
         return TailRow("?", topic, "(not a RoutedTicket)", "-", "-", "-", "-", "-")
 
@@ -255,10 +278,11 @@ async def run_tail(args: argparse.Namespace) -> int:
     connection = connection_from_args(args)
     settings = connection.settings
     prefix = settings.queue_topic_prefix if args.prefix is None else args.prefix
-    triage_topic = (args.triage_topic or settings.triage_topic) if args.triage else None
+    triage_name = args.triage_topic or settings.triage_topic
+    triage_topic = triage_name if args.triage else None
     reachable = reachable_queues(load_taxonomy(args.taxonomy or settings.taxonomy_path))
     existing = await cluster_topics(connection)
-    topics = select_topics(existing, args.queue, args.all, reachable, prefix, triage_topic)
+    topics = select_topics(existing, args.queue, args.all, reachable, prefix, triage_topic, args.topics)
     partitions = topic_partitions(existing, topics)
 
     def ready() -> None:
@@ -271,7 +295,7 @@ async def run_tail(args: argparse.Namespace) -> int:
                 connection, partitions, args.from_beginning, args.max, args.timeout, _print_json, ready
             )
         else:
-            seen = await _follow_table(connection, partitions, args, triage_topic, ready)
+            seen = await _follow_table(connection, partitions, args, triage_name, ready)
     status(f"tail: {seen} records")
     return 0
 
@@ -337,6 +361,13 @@ def add_parser(subcommands: Any) -> None:
         help="follow queue topics (and triage) as a live table or JSON lines",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "topics",
+        nargs="*",
+        default=[],
+        metavar="TOPIC",
+        help="topic names as on the broker, e.g. needs-human-triage or a prefixed queue topic",
     )
     parser.add_argument(
         "--queue",

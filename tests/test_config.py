@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,7 @@ def test_a_key_selects_fast_then_strong() -> None:
         ({"tiers": "local,turbo"}, "TIERS: unknown tier 'turbo' (allowed: local, fast, strong)"),
         ({"tiers": "fast", "anthropic_api_key": None}, "needs ANTHROPIC_API_KEY"),
         ({"low_confidence_action": "drop"}, "LOW_CONFIDENCE_ACTION"),
+        ({"auto_offset_reset": "middle"}, "AUTO_OFFSET_RESET: Input should be 'earliest' or 'latest'"),
         ({"max_in_flight": 0}, "MAX_IN_FLIGHT"),
         ({"kafka_security_protocol": "SASL_SSL"}, "KAFKA_SASL_MECHANISM"),
         (
@@ -68,6 +70,9 @@ def test_bad_values_name_the_variable(overrides: dict[str, object], expected: st
         load_settings(**overrides)
     assert expected in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+SASL = {"kafka_sasl_mechanism": "PLAIN", "kafka_sasl_username": "u", "kafka_sasl_password": "p"}
 
 
 def consume_with(**env: str) -> subprocess.CompletedProcess[str]:
@@ -143,3 +148,50 @@ def test_a_thinking_tier_with_a_small_cap_is_warned_about() -> None:
     roomy = load_settings(anthropic_api_key="k", fast_thinking="adaptive", fast_effort="high")
     assert roomy.model_warnings() == []
     assert load_settings(anthropic_api_key="k", fast_max_tokens=600).model_warnings() == [], "no thinking"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"MODEL_PRICES": "{bad"}, "MODEL_PRICES: the value is not a JSON object"),
+        ({"MODEL_PRICES": "[1]"}, "MODEL_PRICES: Input should be a valid dictionary"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "nohost"}, "KAFKA_BOOTSTRAP_SERVERS: 'nohost' is not host:port"),
+        (
+            {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+            "cannot reach Kafka at 127.0.0.1:1: no broker accepted a connection "
+            "(check KAFKA_BOOTSTRAP_SERVERS)",
+        ),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": "/nope/ca.crt"},
+            "KAFKA_SSL_CAFILE: cannot read /nope/ca.crt: No such file or directory",
+        ),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "ssl", "KAFKA_SSL_CAFILE": "{not_pem}"},
+            "KAFKA_SSL_CAFILE: {not_pem} holds no PEM CA certificate (NO_CERTIFICATE_OR_CRL_FOUND)",
+        ),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERTFILE": "{not_pem}"},
+            "KAFKA_SSL_CERTFILE/KAFKA_SSL_KEYFILE: {not_pem} and the same file are not a PEM certificate",
+        ),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_KEYFILE": "{not_pem}"},
+            "KAFKA_SSL_KEYFILE is set without KAFKA_SSL_CERTFILE",
+        ),
+    ],
+)
+def test_start_up_mistakes_are_one_line_naming_the_variable(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    """Each once ended in a traceback or in an OS/aiokafka message that named no setting."""
+    not_pem = tmp_path / "not-a-certificate.pem"
+    not_pem.write_text("hello\n")
+    values = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", **env}
+    done = consume_with(**{key: value.replace("{not_pem}", str(not_pem)) for key, value in values.items()})
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("ticket-router: error: " + expected.replace("{not_pem}", str(not_pem))), line
+
+
+def test_level_and_protocol_names_are_case_insensitive() -> None:
+    settings = load_settings(log_level="debug", kafka_security_protocol="sasl_ssl", **SASL)
+    assert (settings.log_level, settings.kafka_security_protocol) == ("DEBUG", "SASL_SSL")

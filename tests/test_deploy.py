@@ -1,7 +1,8 @@
 """The Kubernetes manifests, dashboard and alert rules in deploy/k8s, checked offline.
 
-There is no kubectl or cluster here, so the kustomization is rendered by reading the files it
-lists (plus the ConfigMaps its generators make), the built-in kinds are validated against the
+There is no cluster here, so the kustomization is rendered by reading the files it lists (plus
+the ConfigMaps its generators make; checked against ``kubectl kustomize`` where kubectl is
+installed), the built-in kinds are validated against the
 pinned Kubernetes version's OpenAPI schemas with ``kubernetes_validate``, and the custom resources
 (ServiceMonitor, PrometheusRule, ScaledObject, TriggerAuthentication) get structural checks. The
 cross-file invariants that would otherwise only fail in production are tested too: env names are
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,8 @@ K8S = DEPLOY / "k8s"
 DASHBOARD = K8S / "grafana-dashboard.json"
 RULES = K8S / "prometheus-rules.yaml"
 SECRET_EXAMPLE = K8S / "secret.example.yaml"
+# Every kustomization an operator may apply: the tested base and the overlays shipped beside it.
+PROFILES = (K8S, DEPLOY / "overlays" / "local-only")
 
 KUBERNETES_VERSION = "1.31.0"
 CUSTOM_API_GROUPS = ("monitoring.coreos.com/", "keda.sh/")
@@ -43,6 +48,7 @@ REQUIRED_ALERTS = {
     "TicketRouterLLMErrorRatioHigh",
     "TicketRouterNotConsuming",
     "TicketRouterReadinessFlapping",
+    "TicketRouterNoReadyReplica",
 }
 Manifest = dict[str, Any]
 
@@ -55,8 +61,8 @@ def load_yaml_documents(path: Path) -> list[Manifest]:
         return [doc for doc in yaml.safe_load_all(handle) if doc]
 
 
-def kustomization() -> Manifest:
-    data = yaml.safe_load((K8S / "kustomization.yaml").read_text("utf-8"))
+def kustomization(directory: Path = K8S) -> Manifest:
+    data = yaml.safe_load((directory / "kustomization.yaml").read_text("utf-8"))
     assert isinstance(data, dict)
     return data
 
@@ -75,16 +81,16 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def generated_config_map(generator: Manifest, defaults: Manifest) -> Manifest:
+def generated_config_map(generator: Manifest, defaults: Manifest, directory: Path = K8S) -> Manifest:
     """The ConfigMap a configMapGenerator entry makes (without the content-hash name suffix)."""
     data: dict[str, str] = {}
     for entry in generator.get("files", []):
         key, _, source = entry.rpartition("=")
-        path = K8S / source
+        path = directory / source
         assert path.is_file(), f"configMapGenerator {generator['name']}: {source} does not exist"
         data[key or path.name] = path.read_text("utf-8")
     for entry in generator.get("envs", []):
-        path = K8S / entry
+        path = directory / entry
         assert path.is_file(), f"configMapGenerator {generator['name']}: {entry} does not exist"
         data.update(read_env_file(path))
     for literal in generator.get("literals", []):
@@ -106,19 +112,40 @@ def pod_spec(deployment: Manifest) -> Manifest:
     return spec
 
 
-def render() -> list[Manifest]:
-    """What `kustomize build deploy/k8s` yields, minus generated-name hashes."""
-    kz = kustomization()
+def merge_config_map(manifests: list[Manifest], generated: Manifest) -> None:
+    """``behavior: merge``: an overlay's generator adds or replaces keys of the base's ConfigMap."""
+    name = generated["metadata"]["name"]
+    found = [m for m in manifests if m["kind"] == "ConfigMap" and m["metadata"]["name"] == name]
+    assert len(found) == 1, f"behavior: merge, but no ConfigMap {name} in the resources"
+    found[0]["data"].update(generated["data"])
+
+
+def render(directory: Path = K8S) -> list[Manifest]:
+    """What `kustomize build DIRECTORY` yields, minus generated-name hashes.
+
+    Only what these kustomizations use: files and other kustomizations (an overlay's base) as
+    resources, ConfigMap generators (new, or merged into the base's), ``namespace`` and ``images``.
+    ``test_renderer_agrees_with_kubectl_kustomize`` holds it to the real thing.
+    """
+    kz = kustomization(directory)
     manifests: list[Manifest] = []
     for resource in kz["resources"]:
-        path = K8S / resource
+        path = (directory / resource).resolve()
+        if path.is_dir():
+            manifests.extend(render(path))
+            continue
         assert path.is_file(), f"kustomization resource {resource} does not exist"
         manifests.extend(load_yaml_documents(path))
     defaults = kz.get("generatorOptions", {})
-    manifests.extend(generated_config_map(g, defaults) for g in kz.get("configMapGenerator", []))
+    for generator in kz.get("configMapGenerator", []):
+        generated = generated_config_map(generator, defaults, directory)
+        if generator.get("behavior", "create") == "merge":
+            merge_config_map(manifests, generated)
+        else:
+            manifests.append(generated)
     images = {image["name"]: image for image in kz.get("images", [])}
     for manifest in manifests:
-        if manifest["kind"] != "Namespace":
+        if manifest["kind"] != "Namespace" and "namespace" in kz:
             manifest["metadata"]["namespace"] = kz["namespace"]
         if manifest["kind"] != "Deployment":
             continue
@@ -261,6 +288,34 @@ def test_kustomization_lists_existing_files_and_not_the_secret_example() -> None
         "ScaledObject",
     } <= kinds
     assert "Secret" not in kinds
+
+
+# The generated ConfigMaps whose names kustomize suffixes with a content hash.
+GENERATED_NAME_HASH = re.compile(r"\b(ticket-router-(?:env|taxonomy))-[a-z0-9]{10}\b")
+
+
+def kubectl_kustomize(directory: Path) -> list[Manifest]:
+    """``kubectl kustomize DIRECTORY`` (kustomize built into kubectl), hash suffixes removed."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl is not None
+    result = subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(GENERATED_NAME_HASH.sub(r"\1", result.stdout)) if doc]
+
+
+def by_identity(manifests: list[Manifest]) -> dict[tuple[str, str], Manifest]:
+    keyed = {(m["kind"], m["metadata"]["name"]): m for m in manifests}
+    assert len(keyed) == len(manifests), "two resources with the same kind and name"
+    return keyed
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its kustomize) is not installed")
+@pytest.mark.parametrize("directory", PROFILES, ids=lambda d: d.name)
+def test_renderer_agrees_with_kubectl_kustomize(directory: Path) -> None:
+    """Every other test reads ``render()``; it must be what ``kubectl apply -k`` would apply."""
+    assert by_identity(kubectl_kustomize(directory)) == by_identity(render(directory))
 
 
 @pytest.mark.parametrize(

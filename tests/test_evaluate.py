@@ -381,3 +381,31 @@ def test_claude_tiers_report_models_cache_reads_and_cost(
         assert row["reading_cache"] == row["tickets"] - 1, f"{model}: every later call reads it"
         assert row["tokens"]["cache_read"] > row["tokens"]["input"]
     assert llm[expected_fast]["tier"] == "fast" and llm[expected_strong]["tier"] == "strong"
+
+
+def test_a_run_where_nothing_was_classified_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unreachable API used to give exit 0 and a report of 0% accuracy."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-evaluate-test")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("LLM_MAX_ATTEMPTS", "1")
+    out_json = tmp_path / "down.json"
+    assert run_evaluate(EVAL_LABELED, "--tiers", "fast,strong", "--json", out_json) == 1
+    assert read_report(out_json)["outcomes"]["triaged_by_kind"] == {"llm_unavailable": 1.0}
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "ticket-tools evaluate: error: no ticket was classified (llm_unavailable 100%)"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--tiers", "local,turbo"), "--tiers: unknown tier 'turbo' (allowed: local, fast, strong)"),
+        (("--taxonomy", "/nope/taxonomy.yaml"), "--taxonomy: cannot read /nope/taxonomy.yaml: No such file"),
+    ],
+)
+def test_a_bad_flag_value_is_blamed_on_the_flag(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, str], expected: str
+) -> None:
+    assert run_evaluate(EVAL_LABELED, *args) == 2
+    assert capsys.readouterr().err.strip().startswith("ticket-tools: error: " + expected)

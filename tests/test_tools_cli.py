@@ -284,8 +284,11 @@ def test_rows_show_routing_and_triage_records() -> None:
 # ---------------------------------------------------------------------------- replay: pure
 
 
-def test_error_kinds_are_validated_and_default_to_all() -> None:
-    assert parse_error_kinds([]) == frozenset(ErrorKind)
+def test_error_kinds_are_validated_and_default_to_those_that_can_succeed() -> None:
+    unchanged_fails = {ErrorKind.MALFORMED_JSON, ErrorKind.SCHEMA_INVALID, ErrorKind.TOO_LARGE}
+    assert parse_error_kinds([]) == frozenset(ErrorKind) - unchanged_fails
+    assert parse_error_kinds(["all"]) == frozenset(ErrorKind)
+    assert parse_error_kinds(["schema_invalid"]) == {ErrorKind.SCHEMA_INVALID}  # named: replayed
     assert parse_error_kinds(["llm_unavailable", "internal,low_confidence"]) == {
         ErrorKind.LLM_UNAVAILABLE,
         ErrorKind.INTERNAL,
@@ -332,7 +335,8 @@ def test_plan_filters_by_kind_and_counts_what_it_skips() -> None:
     ]
     plan = plan_replays(raws, frozenset({ErrorKind.LLM_UNAVAILABLE}), lambda: NOW, counter_ids())
     assert [str(r.triage) for r in plan.replays] == ["t/0/0"]
-    assert (plan.read, plan.filtered_out, plan.undecodable, len(plan.not_replayable)) == (4, 1, ["t/0/2"], 1)
+    assert (plan.read, plan.filtered_out, len(plan.not_replayable)) == (4, 1, 1)
+    assert plan.undecodable == ["t/0/2: not a TriageRecord"]
 
 
 # ---------------------------------------------------------------------------- on the broker

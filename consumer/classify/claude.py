@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 import anthropic
 import httpx2
@@ -560,7 +560,15 @@ def warn_about_prompt(model: str, blocks: Sequence[Mapping[str, Any]]) -> None:
         log.info("system prompt is about %d tokens for %s", prefix, model, extra={"model": model})
 
 
-async def measure_system_prompt(tier: ClaudeTier) -> int | None:
+class PromptCounter(Protocol):
+    """What measuring a prompt needs of a tier (the start-up API check wraps a tier's call)."""
+
+    model: str
+
+    async def count_prompt_tokens(self) -> int: ...
+
+
+async def measure_system_prompt(tier: PromptCounter) -> int | None:
     """The cached prefix's real size from the free ``count_tokens`` endpoint, logged with the minimum.
 
     Our own figure is an estimate (no tokenizer offline); this one is the API's, for the model the

@@ -22,6 +22,18 @@ from producer_tools.fake_api.scenario import Scenario, load_scenario
 from producer_tools.fake_api.server import FakeApiServer
 
 DEFAULT_PORT = 8765
+DESCRIPTION = """\
+Serve a fake Anthropic Messages API (on loopback by default) for tests, benchmarks and demos.
+Point the router at it with ANTHROPIC_BASE_URL=http://HOST:PORT and any ANTHROPIC_API_KEY
+(unless the scenario sets api_key).
+
+Its answers are NOT a classification: each label is scripted by the scenario (keywords, a
+ticket_id table, a fixed label) or else a stable hash of the ticket text, and confidences are
+the scenario's (0.9 by default). So a ticket about a leaked admin token may well land in a
+critical-infrastructure queue. What it does check is the API contract (versions, parameters
+per model, thinking and effort rules, retired models) and the usage it reports; see the
+README section "The fake Messages API" and example-scenario.yaml beside this module.
+"""
 
 
 def read_scenario(path: Path | str | None) -> Scenario:
@@ -63,12 +75,19 @@ def add_cli_parser(subparsers: Subcommands) -> argparse.ArgumentParser:
     """Registers ``fake-api``; dispatch with ``args.handler(args)``."""
     parser = subparsers.add_parser(
         "fake-api",
-        help="run a scriptable fake Anthropic Messages API",
-        description="Serve a fake Anthropic Messages API for tests, benchmarks and demos (no network).",
+        help="run a scriptable fake Anthropic Messages API (labels are scripted or hashed, not real)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to bind (default: %(default)s)")
-    parser.add_argument("--scenario", type=Path, metavar="FILE", help="scenario JSON or YAML file")
+    parser.add_argument(
+        "--scenario",
+        type=Path,
+        metavar="FILE",
+        help="scenario JSON or YAML file: labels, confidences, latency, faults per model "
+        "(default: hashed labels at confidence 0.9, no faults)",
+    )
     parser.set_defaults(handler=handle_cli)
     return parser
 
