@@ -45,19 +45,46 @@ UNJOINED_STOP_S = 0.5
 
 
 def build_tiers(settings: Settings, taxonomy: Taxonomy, metrics: Metrics | None = None) -> list[Tier]:
-    """The configured tiers; with ``metrics``, Claude calls and retries are counted there."""
-    tiers: list[Tier] = []
+    """The configured tiers; with ``metrics``, Claude calls and retries are counted there.
+
+    The Claude tiers share one set of labeled examples: the static ones in the cached prompt, and
+    the example store that puts the most similar ones before each ticket.
+    """
+    claude = [name for name in settings.effective_tiers if name != "local"]
+    by_name = dict(zip(claude, build_claude_tiers(settings, taxonomy, claude, metrics), strict=True))
     for name in settings.effective_tiers:
         if name == "local":
-            tiers.append(LocalTier(train_local_model(taxonomy, settings.local_training_path)))
-        else:
-            from consumer.classify.claude import build_claude_tier
+            by_name[name] = LocalTier(train_local_model(taxonomy, settings.local_training_path))
+    return [by_name[name] for name in settings.effective_tiers]
 
-            on_request, on_retry = llm_call_counters(metrics) if metrics is not None else (None, None)
-            tiers.append(
-                build_claude_tier(name, settings, taxonomy, on_request=on_request, on_retry=on_retry)
-            )
-    return tiers
+
+def build_claude_tiers(
+    settings: Settings, taxonomy: Taxonomy, names: list[str], metrics: Metrics | None
+) -> list[Tier]:
+    """The fast and/or strong tiers; nothing (and no SDK import) without them."""
+    if not names:
+        return []
+    from consumer.classify.claude import build_claude_tier, load_examples
+    from consumer.learn.retriever import build_retriever
+
+    examples = load_examples(settings.local_training_path)
+    retriever = build_retriever(
+        examples, taxonomy, settings.retrieved_examples, settings.retrieval_min_similarity
+    )
+    on_request, on_retry = llm_call_counters(metrics) if metrics is not None else (None, None)
+    return [
+        build_claude_tier(
+            name,
+            settings,
+            taxonomy,
+            examples=examples,
+            on_request=on_request,
+            on_retry=on_retry,
+            retriever=retriever,
+            retrieval=retriever.signature if retriever is not None else "",
+        )
+        for name in names
+    ]
 
 
 async def check_models(settings: Settings, tiers: list[Tier]) -> ClaudeApiProbe | None:

@@ -4,8 +4,9 @@ The pipeline is the service's own (consumer.service.build_tiers / build_pipeline
 Settings, overridden by the flags below), so the figures are what production would do with the
 same configuration: accuracy, macro-F1, per-class precision/recall and confusion per axis,
 consistency over repeated runs, accuracy by language and account tier, escalations and tier mix,
-routed vs triaged, cost per 10k tickets, latency, and the coverage-vs-accuracy curve that tells
-how far a threshold can be lowered before the tier that decides alone gets too many wrong.
+routed vs triaged, cost per 10k tickets, latency, the coverage-vs-accuracy curve that tells
+how far a threshold can be lowered before the tier that decides alone gets too many wrong, and the
+example store's label recall@k (how often retrieved examples show a ticket's true label).
 
   ticket-tools evaluate tests/data/eval_labeled.jsonl --tiers local --html report.html
   ticket-tools evaluate test.csv --train train.csv --taxonomy taxonomies/banking77.yaml \\
@@ -33,6 +34,7 @@ from consumer.errors import UserError
 from consumer.taxonomy import Taxonomy, load_taxonomy
 from producer_tools.evaluation import metrics
 from producer_tools.evaluation.dataset import LabeledTicket, read_labeled, training_jsonl
+from producer_tools.evaluation.retrieval import DEFAULT_RETRIEVAL_K
 from producer_tools.evaluation.runner import AxisAnswer, FoldRun, TicketOutcome, run_pipeline
 from producer_tools.evaluation.summary import summarize
 
@@ -52,6 +54,7 @@ class Options:
     text_column: str | None
     label_column: str | None
     overrides: dict[str, object]
+    retrieval_k: int = DEFAULT_RETRIEVAL_K
 
 
 def add_parser(subcommands: Any) -> None:
@@ -90,6 +93,14 @@ def add_parser(subcommands: Any) -> None:
         help=f"tickets in flight (default {DEFAULT_CONCURRENCY})",
     )
     parser.add_argument(
+        "--retrieval-k",
+        type=int,
+        default=DEFAULT_RETRIEVAL_K,
+        metavar="K",
+        help="label recall@K of the example store, from the training side only "
+        f"(default {DEFAULT_RETRIEVAL_K}; 0: off)",
+    )
+    parser.add_argument(
         "--json", type=Path, dest="json_out", metavar="OUT.json", help="write the full report"
     )
     parser.add_argument(
@@ -104,6 +115,8 @@ def options_from(args: argparse.Namespace) -> Options:
         raise UserError("--repeat must be at least 1")
     if args.concurrency < 1:
         raise UserError("--concurrency must be at least 1")
+    if args.retrieval_k < 0:
+        raise UserError("--retrieval-k must be 0 (off) or more")
     if args.cv is not None and args.cv < 2:
         raise UserError("--cv needs at least 2 folds")
     if args.cv is not None and args.train is not None:
@@ -123,6 +136,7 @@ def options_from(args: argparse.Namespace) -> Options:
         text_column=args.text_column,
         label_column=args.label_column,
         overrides=overrides,
+        retrieval_k=args.retrieval_k,
     )
 
 
@@ -252,6 +266,30 @@ async def single_run(
     return await run_pipeline(settings, taxonomy, items, options.repeat, options.concurrency), n_train
 
 
+def retrieval_figures(options: Options, taxonomy: Taxonomy, items: Sequence[LabeledTicket]) -> dict[str, Any]:
+    """Label recall@k, the store built from the training side only: the other folds, --train, or
+    the local tier's training file (LOCAL_TRAINING_PATH or the bundled one); never the ticket itself."""
+    from consumer.classify.claude import load_examples
+    from consumer.learn.store import DEFAULT_MIN_SIMILARITY
+    from producer_tools.evaluation import retrieval
+
+    if options.cv is not None:
+        first_axis = taxonomy.axis_names[0]
+        folds = stratified_folds([item.gold[first_axis] for item in items], options.cv, options.seed)
+        sides, source = retrieval.fold_sides(items, folds), f"the other {options.cv - 1} folds"
+    elif options.train is not None:
+        train = read_labeled(options.train, taxonomy, options.text_column, options.label_column)
+        sides, source = [retrieval.Side(retrieval.examples_of(train), items)], str(options.train)
+    else:
+        path = settings_for(options).local_training_path
+        sides = [retrieval.Side(load_examples(path), items)]
+        source = str(path) if path is not None else "the bundled training file"
+    found = retrieval.retrieve(sides, options.retrieval_k, DEFAULT_MIN_SIMILARITY)
+    return retrieval.recall_report(
+        found, taxonomy.axis_names, options.retrieval_k, DEFAULT_MIN_SIMILARITY, source
+    )
+
+
 async def evaluate(options: Options) -> dict[str, Any]:
     """The full report dict (what ``--json`` writes)."""
     started = time.perf_counter()
@@ -272,6 +310,8 @@ async def evaluate(options: Options) -> dict[str, Any]:
         report["pooled_accuracy"] = report["accuracy"]
         report["accuracy"] = cv["accuracy_mean"]
         report["cv"] = cv
+    if options.retrieval_k > 0:
+        report["retrieval"] = retrieval_figures(options, taxonomy, items)
     report["run"] = {
         "labeled_file": str(options.labeled),
         "taxonomy": taxonomy.name,

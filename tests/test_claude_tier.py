@@ -590,3 +590,75 @@ async def test_a_failed_measurement_is_a_warning_not_a_stop(caplog: pytest.LogCa
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.startswith(f"could not measure the system prompt for {HAIKU}: connection")
     assert API_KEY not in warning
+
+
+# -- retrieved examples -------------------------------------------------------------------------------
+
+
+async def test_retrieved_examples_go_in_the_user_turn_and_the_cached_prompt_never_changes(
+    api: Harness,
+) -> None:
+    """Different tickets get different examples; the system prompt stays byte-identical, so it stays
+    cached, and the examples' own tokens are the only extra (uncached) input."""
+    by_ticket = {"T-r1": EXAMPLES[:2], "T-r2": EXAMPLES[5:8]}
+
+    def retriever(event: TicketEvent) -> list[tuple[Example, float]]:
+        return [(example, 0.8) for example in by_ticket[event.ticket_id]]
+
+    tier = build_claude_tier(
+        "fast", api.settings(), TAXONOMY, examples=EXAMPLES, retriever=retriever, retrieval="k=5"
+    )
+    api.tiers.append(tier)
+    plain = api.tier("fast")
+    assert tier.prompt_version != plain.prompt_version, "retrieval settings are part of prompt_version"
+    first = await tier.classify(ticket("T-r1"))
+    second = await tier.classify(ticket("T-r2"))
+    sent = api.server.requests()
+    assert sent[0]["system"] == sent[1]["system"] == plain.system_blocks
+    for body, examples in zip(sent, by_ticket.values(), strict=True):
+        content = body["messages"][0]["content"]
+        assert content.count("<example ") == len(examples)
+        assert content.index("</similar_examples>") < content.index("<ticket>")
+        for example in examples:
+            assert f"<example id='{example.example_id}' similarity=0.80>" in content
+    assert second.attempt.usage.cache_read_input_tokens == first.attempt.usage.cache_creation_input_tokens
+    without = await plain.classify(ticket("T-r3"))
+    assert second.attempt.usage.input_tokens > without.attempt.usage.input_tokens, "the examples are billed"
+
+
+async def test_a_retry_sends_the_same_retrieved_examples(api: Harness) -> None:
+    calls: list[str] = []
+
+    def retriever(event: TicketEvent) -> list[tuple[Example, float]]:
+        calls.append(event.ticket_id)
+        return [(EXAMPLES[len(calls)], 0.7)]
+
+    api.script(haiku=quick_script(script=["529", "ok"]))
+    tier = build_claude_tier("fast", api.settings(), TAXONOMY, examples=EXAMPLES, retriever=retriever)
+    api.tiers.append(tier)
+    await tier.classify(ticket("T-retry"))
+    first, second = api.server.requests()
+    assert first["messages"] == second["messages"] and calls == ["T-retry"], "retrieved once per ticket"
+
+
+async def test_the_service_retrieves_from_the_example_store_unless_turned_off(api: Harness) -> None:
+    """build_tiers wires the store: a ticket like a training example gets that example first."""
+    example = EXAMPLES[0]
+    event = ticket("T-store", body=example.body, subject=example.subject)
+    versions = []
+    for k in (5, 0):
+        tiers = build_tiers(api.settings(retrieved_examples=k), TAXONOMY)
+        try:
+            await tiers[0].classify(event)
+            versions.append(tiers[0].prompt_version)
+        finally:
+            for tier in tiers:
+                await tier.close()
+    with_store, without = (body["messages"][0]["content"] for body in api.server.requests())
+    first_example = with_store[
+        with_store.index("<example ") : with_store.index("\n", with_store.index("<example "))
+    ]
+    assert f"id='{example.example_id}' similarity=1.00" in first_example, first_example
+    assert 1 <= with_store.count("<example ") <= 5
+    assert "<similar_examples>" not in without
+    assert versions[0] != versions[1], "retrieval is part of prompt_version"

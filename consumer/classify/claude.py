@@ -72,6 +72,8 @@ log = logging.getLogger("ticket_router.claude")
 OnRetry = Callable[[str, str], None]
 """Called as ``on_retry(model, reason)`` before each retry (reason: rate_limit, overloaded, …)."""
 OnRequest = Callable[[str, str], None]
+Retriever = Callable[[TicketEvent], Sequence[tuple[Example, float]]]
+"""The labeled examples most similar to a ticket, with their similarity (the example store)."""
 """Called as ``on_request(model, status)`` after each API call (status: ok, 429, timeout, …)."""
 
 TRAINING_RESOURCE = "training.jsonl"
@@ -304,10 +306,12 @@ def request_params(request: TierRequest, schema: Mapping[str, Any]) -> dict[str,
 
 @dataclass
 class _Call:
-    """The state of one ticket's classification in this tier: attempts made and why it stopped."""
+    """The state of one ticket's classification in this tier: the user turn (built once, retries
+    send the same), attempts made and why it stopped."""
 
     started: float
     fallback_deadline: float
+    content: str = ""
     attempts: int = 0
     stopped_because: str = ""
 
@@ -334,6 +338,7 @@ class ClaudeTier:
         on_request: OnRequest | None = None,
         jitter: Callable[[], float] = random.random,
         owns_client: bool = True,
+        retriever: Retriever | None = None,
     ) -> None:
         self.name = name
         self.model = model
@@ -353,13 +358,19 @@ class ClaudeTier:
         self._on_retry = on_retry
         self._on_request = on_request
         self._jitter = jitter
+        self._retriever = retriever
 
     def __repr__(self) -> str:
         return f"ClaudeTier(name={self.name!r}, model={self.model!r}, prompt_version={self.prompt_version!r})"
 
     async def classify(self, ticket: TicketEvent) -> TierAnswer:
         loop = asyncio.get_running_loop()
-        call = _Call(started=time.perf_counter(), fallback_deadline=loop.time() + self.deadline_s)
+        similar = self._retriever(ticket) if self._retriever is not None else ()
+        call = _Call(
+            started=time.perf_counter(),
+            fallback_deadline=loop.time() + self.deadline_s,
+            content=user_message(ticket, self.body_char_limit, similar),
+        )
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_retryable),
             wait=lambda state: retry_wait_s(
@@ -430,7 +441,7 @@ class ClaudeTier:
             raw = await self._client.messages.with_raw_response.create(
                 model=self.model,
                 system=cast(Any, self.system_blocks),
-                messages=[{"role": "user", "content": user_message(ticket, self.body_char_limit)}],
+                messages=[{"role": "user", "content": call.content}],
                 timeout=min(self.request_timeout_s, remaining),
                 **self.params,
             )
@@ -603,14 +614,14 @@ async def measure_system_prompt(tier: PromptCounter) -> int | None:
     return counted
 
 
-def tier_signature(settings: Settings) -> list[str]:
-    """Model and request settings of both Claude tiers, for ``prompt_version``."""
+def tier_signature(settings: Settings, retrieval: str = "") -> list[str]:
+    """Model and request settings of both Claude tiers, and the retrieval, for ``prompt_version``."""
     signature = []
     for tier in ("fast", "strong"):
         request = settings.tier_request(tier)
         parts = (settings.model_for(tier), request.thinking, request.effort, str(request.max_tokens))
         signature.append(":".join(part or "-" for part in parts))
-    return signature
+    return [*signature, f"retrieval:{retrieval or 'off'}"]
 
 
 def build_claude_tier(
@@ -623,8 +634,13 @@ def build_claude_tier(
     on_retry: OnRetry | None = None,
     on_request: OnRequest | None = None,
     jitter: Callable[[], float] = random.random,
+    retriever: Retriever | None = None,
+    retrieval: str = "",
 ) -> ClaudeTier:
     """A fast or strong tier from settings. Both tiers get the same system prompt (and version).
+
+    ``retriever`` puts the most similar labeled examples before each ticket; ``retrieval``
+    describes it (k, floor, encoder) for ``prompt_version``.
 
     The prompt holds ``PROMPT_EXAMPLES`` labeled examples, or more when a configured model's minimum
     cacheable length needs them (a pinned Haiku 4.5 caches from 4,096 tokens, the 5.x models from
@@ -667,9 +683,10 @@ def build_claude_tier(
         body_char_limit=settings.body_char_limit,
         request_timeout_s=settings.llm_timeout_s,
         deadline_s=settings.ticket_deadline_s,
-        version=prompt_version(taxonomy, TEMPLATE_VERSION, tier_signature(settings), blocks),
+        version=prompt_version(taxonomy, TEMPLATE_VERSION, tier_signature(settings, retrieval), blocks),
         on_retry=on_retry,
         on_request=on_request,
         jitter=jitter,
         owns_client=client is None,
+        retriever=retriever,
     )

@@ -223,13 +223,17 @@ async def _pass_through(
 
 
 async def run_sdk(spec: WorkerSpec) -> WorkerResult:
-    """The fast tier's real ``ClaudeTier.classify`` on the same tickets, ``in_flight`` at a time, no Kafka."""
-    from consumer.classify.claude import build_claude_tier
+    """The fast tier's real ``ClaudeTier.classify`` on the same tickets, ``in_flight`` at a time, no Kafka.
+
+    Built as the service builds it (``build_claude_tiers``), retrieval of similar examples included,
+    so c/d compares the Kafka router around the tier with the tier alone.
+    """
+    from consumer.service import build_claude_tiers
     from consumer.taxonomy import load_taxonomy
 
     settings = load_settings(**spec.settings)
     configure_logging(settings.log_level)
-    tier = build_claude_tier("fast", settings, load_taxonomy(settings.taxonomy_path))
+    [tier] = build_claude_tiers(settings, load_taxonomy(settings.taxonomy_path), ["fast"], None)
     tickets = bench_tickets(spec.tickets, spec.seed)
     meter = Meter(spec.tickets)
     queue = iter(tickets)

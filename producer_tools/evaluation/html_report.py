@@ -159,6 +159,8 @@ def _overview_html(report: Mapping[str, Any]) -> str:
         ["accuracy (mean over axes)", pct(report["accuracy"])],
         ["macro-F1 (mean over axes)", f"{report['macro_f1']:.3f}"],
         ["all axes right", pct(report["all_axes_correct"])],
+        ["queue right (all tickets)", pct(report["routing"]["accuracy"])],
+        ["queue right (routed tickets)", pct(report["routing"]["routed_accuracy"])],
         ["accuracy of routed tickets", pct(report["routed_accuracy"])],
         [
             "routed",
@@ -172,6 +174,40 @@ def _overview_html(report: Mapping[str, Any]) -> str:
         [f"consistency over {consistency['repeats']} runs", pct(consistency["share"])],
     ]
     return table(["figure", "value"], rows)
+
+
+def _routing_html(routing: Mapping[str, Any]) -> str:
+    """Queue accuracy, where each true queue's tickets went, and how labels and queues disagree."""
+    summary = (
+        f"Queue right on {pct(routing['accuracy'])} of tickets (a ticket with no answer counts as wrong); "
+        f"{pct(routing['routed_accuracy'])} of the tickets the pipeline routed; "
+        f"{pct(routing['routed_to_right_queue'])} of all tickets reached the right queue with no human step. "
+        f"Sending everything to the largest queue would be right on {pct(routing['majority_baseline'])}. "
+        f"Queue right although a label was wrong: {pct(routing['queue_right_some_label_wrong'])}."
+    )
+    worst = set(routing["worst_queues"])
+    rows, classes = [], []
+    for queue, figures in routing["per_queue"].items():
+        went = ", ".join(f"{m['queue']} ({m['count']})" for m in figures["misrouted_to"])
+        rows.append([queue, str(figures["support"]), pct(figures["accuracy"]), went])
+        classes.append("weak" if queue in worst else "")
+    axes = [
+        [axis, pct(f["label_wrong_queue_right"]), pct(f["label_right_queue_wrong"])]
+        for axis, f in routing["by_axis"].items()
+    ]
+    note = (
+        "Worst first; red: the worst queues with at least "
+        f"{routing['min_queue_size_for_worst']} tickets. The queue comes from the taxonomy's routing rules "
+        "applied to the labels, as the service does, so a wrong label on an axis the rules do not read "
+        "(or a confusion between two labels routed to one queue) still reaches the right queue."
+    )
+    return (
+        f"<h2>Routing: the right queue</h2><p>{html.escape(summary)}</p>"
+        f"{table(['true queue', 'tickets', 'queue right', 'misrouted to'], rows, classes)}"
+        f"<p class='note'>{html.escape(note)}</p>"
+        f"<h3>Labels and queues disagreeing, per axis (share of all tickets)</h3>"
+        f"{table(['axis', 'label wrong, queue right', 'label right, queue wrong'], axes)}"
+    )
 
 
 def _curve_html(curve: Mapping[str, Any]) -> str:
@@ -220,6 +256,25 @@ def _cv_html(cv: Mapping[str, Any]) -> str:
     )
 
 
+def _retrieval_html(retrieval: Mapping[str, Any]) -> str:
+    k = retrieval["k"]
+    rows = [
+        [axis, pct(recall), pct(retrieval["recall_at_k_one_per_label"][axis])]
+        for axis, recall in retrieval["recall_at_k"].items()
+    ]
+    note = (
+        f"The share of tickets whose true label is among the labels of the {k} most similar labeled "
+        f"examples (from {retrieval['source']}, similarity floor {retrieval['min_similarity']:g}, "
+        f"{retrieval['mean_retrieved']:.1f} retrieved per ticket on average): the most that examples "
+        "retrieved into a prompt can show the model. 'One per label': at most one example per label "
+        "combination."
+    )
+    return (
+        f"<h2>Example store: label recall@{k}</h2><p class='note'>{html.escape(note)}</p>"
+        f"{table(['axis', f'recall@{k}', f'recall@{k}, one per label'], rows)}"
+    )
+
+
 def render(report: Mapping[str, Any]) -> str:
     run = report["run"]
     title = f"ticket-router evaluation: {run['labeled_file']}"
@@ -236,9 +291,12 @@ def render(report: Mapping[str, Any]) -> str:
     ]
     if report.get("cv"):
         parts.append(_cv_html(report["cv"]))
+    parts.append(_routing_html(report["routing"]))
     parts.append(_groups_html("Accuracy by language", report["by_language"]))
     parts.append(_groups_html("Accuracy by account tier", report["by_account_tier"]))
     parts.append(_curve_html(report["coverage_curve"]))
+    if report.get("retrieval"):
+        parts.append(_retrieval_html(report["retrieval"]))
     parts.extend(_axis_html(axis, figures) for axis, figures in report["axes"].items())
     parts.append("</body></html>")
     return "".join(parts)

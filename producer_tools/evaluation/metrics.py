@@ -264,3 +264,48 @@ def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
         raise ValueError("mean of no values")
     mean = sum(values) / len(values)
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """One true queue: its tickets, the share that reached it, and where the others went."""
+
+    support: int
+    accuracy: float
+    misrouted_to: tuple[tuple[str, int], ...]
+
+
+def per_queue(gold: Sequence[str], predicted: Sequence[str], top: int = 3) -> dict[str, QueueStats]:
+    """Per true queue, worst first: support, the share routed there, and the ``top`` wrong queues.
+
+    Ordered by accuracy, then by support (a queue losing 5 of 10 tickets before one losing 1 of 2),
+    then by name, so the first rows are the ones to fix. ``NO_ANSWER`` as a prediction is a wrong
+    queue like any other and is listed among ``misrouted_to``, so a tier outage shows up there.
+    """
+    _check_lengths(gold, predicted)
+    wrong: dict[str, Counter[str]] = {}
+    support: Counter[str] = Counter(gold)
+    for g, p in zip(gold, predicted, strict=True):
+        if g != p:
+            wrong.setdefault(g, Counter())[p] += 1
+    stats = {}
+    for queue, n in support.items():
+        misses = wrong.get(queue, Counter())
+        ranked = sorted(misses.items(), key=lambda item: (-item[1], item[0]))[:top]
+        stats[queue] = QueueStats(n, (n - sum(misses.values())) / n, tuple(ranked))
+    return dict(sorted(stats.items(), key=lambda item: (item[1].accuracy, -item[1].support, item[0])))
+
+
+def disagreement(first: Sequence[bool], second: Sequence[bool]) -> tuple[float, float]:
+    """(share right in ``first`` only, share right in ``second`` only); (0, 0) for no items.
+
+    With a label's correctness and the queue's: how often a wrong label still reached the right
+    queue (the routing rules do not read it, or map both labels to one queue) and how often a
+    right label was not enough (another axis the rules read was wrong).
+    """
+    _check_lengths(first, second)
+    if not first:
+        return 0.0, 0.0
+    only_first = sum(a and not b for a, b in zip(first, second, strict=True))
+    only_second = sum(b and not a for a, b in zip(first, second, strict=True))
+    return only_first / len(first), only_second / len(first)

@@ -10,7 +10,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from consumer.taxonomy import Taxonomy
+from consumer.routing import route
+from consumer.taxonomy import RoutingRule, Taxonomy
 from producer_tools.evaluation import metrics
 from producer_tools.evaluation.dataset import LabeledTicket
 from producer_tools.evaluation.runner import AxisAnswer, TicketOutcome
@@ -20,6 +21,9 @@ TOP_CONFUSIONS = 10
 LLM_TOKEN_KINDS = ("input", "cache_read", "cache_write", "output", "thinking")
 MIN_GROUP_FOR_GAP = 5
 """Groups smaller than this are shown but never named the best or worst: too few to mean much."""
+TOP_MISROUTES = 3
+"""Per true queue, how many of the queues its misrouted tickets went to are listed."""
+WORST_QUEUES_SHOWN = 5
 
 
 def _share(count: int, total: int) -> float:
@@ -204,6 +208,69 @@ def curve_report(
     }
 
 
+def queue_of(rules: list[RoutingRule], labels: dict[str, str]) -> str:
+    """The queue the service would publish ``labels`` to, or NO_ANSWER when an axis has no label.
+
+    ``consumer.routing.route`` is the function the service calls, so a change to the rules or to
+    routing itself moves this figure exactly as it moves production.
+    """
+    if metrics.NO_ANSWER in labels.values():
+        return metrics.NO_ANSWER
+    return route(rules, labels).queue
+
+
+def worst_queues(per_queue: dict[str, metrics.QueueStats], count: int, min_support: int) -> list[str]:
+    """Up to ``count`` queues that lost tickets, worst first, among those with ``min_support`` tickets.
+
+    The same floor as the language gap: a queue of two tickets at 50% is chance, not a finding.
+    ``per_queue`` is already ordered worst first.
+    """
+    losing = [queue for queue, s in per_queue.items() if s.accuracy < 1.0 and s.support >= min_support]
+    return losing[:count]
+
+
+def routing_report(
+    taxonomy: Taxonomy, items: Sequence[LabeledTicket], outcomes: Sequence[TicketOutcome]
+) -> dict[str, Any]:
+    """Did each ticket reach the queue its gold labels route to: overall, when routed, per queue.
+
+    A triaged ticket is scored on the queue its labels would have gone to (as label accuracy
+    scores what the last tier said); ``routed_accuracy`` and ``routed_to_right_queue`` describe
+    what the queues actually received. Per axis, the two ways a label and the queue can disagree.
+    """
+    axes = taxonomy.axis_names
+    gold = [queue_of(taxonomy.routing, item.gold) for item in items]
+    predicted = [queue_of(taxonomy.routing, outcome.labels) for outcome in outcomes]
+    right = [g == p for g, p in zip(gold, predicted, strict=True)]
+    routed = [outcome.routed for outcome in outcomes]
+    routed_right = [ok for ok, was_routed in zip(right, routed, strict=True) if was_routed]
+    correct = correctness(items, outcomes, axes)
+    by_axis = {}
+    for index, axis in enumerate(axes):
+        queue_only, label_only = metrics.disagreement(right, [row[index] for row in correct])
+        by_axis[axis] = {"label_wrong_queue_right": queue_only, "label_right_queue_wrong": label_only}
+    per_queue = metrics.per_queue(gold, predicted, TOP_MISROUTES)
+    all_right = [all(row) for row in correct]
+    return {
+        "accuracy": _share(sum(right), len(right)),
+        "routed_accuracy": _share(sum(routed_right), len(routed_right)) if routed_right else None,
+        "routed_to_right_queue": _share(sum(routed_right), len(right)),
+        "majority_baseline": metrics.majority_baseline(gold),
+        "queue_right_some_label_wrong": metrics.disagreement(right, all_right)[0],
+        "by_axis": by_axis,
+        "per_queue": {
+            queue: {
+                "support": s.support,
+                "accuracy": s.accuracy,
+                "misrouted_to": [{"queue": q, "count": n} for q, n in s.misrouted_to],
+            }
+            for queue, s in per_queue.items()
+        },
+        "worst_queues": worst_queues(per_queue, WORST_QUEUES_SHOWN, MIN_GROUP_FOR_GAP),
+        "min_queue_size_for_worst": MIN_GROUP_FOR_GAP,
+    }
+
+
 def summarize(
     taxonomy: Taxonomy,
     items: Sequence[LabeledTicket],
@@ -230,6 +297,7 @@ def summarize(
         "macro_f1": sum(r["macro_f1"] for r in axis_reports.values()) / len(axes),
         "all_axes_correct": _share(sum(all(row) for row in correct), len(correct)),
         "routed_accuracy": sum(routed_scores) / len(routed_scores) if routed_scores else None,
+        "routing": routing_report(taxonomy, items, first),
         "axes": axis_reports,
         "consistency": {
             "repeats": len(runs),

@@ -65,6 +65,42 @@ def _gap(section: Mapping[str, Any]) -> str:
     return f"{groups}\nlargest gap {pct(gap['gap'])}: {best} vs {worst}"
 
 
+def queue_headline(routing: Mapping[str, Any]) -> str:
+    """Queue accuracy over all tickets, then over the routed ones, then the one-queue baseline."""
+    return (
+        f"{pct(routing['accuracy'])} (of routed tickets {pct(routing['routed_accuracy'])}; "
+        f"all sent to the largest queue {pct(routing['majority_baseline'])})"
+    )
+
+
+def label_wrong_queue_right(routing: Mapping[str, Any]) -> str:
+    """The share whose queue was right despite a wrong label, and which axes those labels were on."""
+    axes = sorted(
+        ((figures["label_wrong_queue_right"], axis) for axis, figures in routing["by_axis"].items()),
+        reverse=True,
+    )
+    detail = ", ".join(f"{axis} {pct(share)}" for share, axis in axes if share > 0)
+    return f"{pct(routing['queue_right_some_label_wrong'])}" + (f" ({detail})" if detail else "")
+
+
+def worst_queues_table(routing: Mapping[str, Any]) -> Table | None:
+    """The queues that lost the largest share of their tickets, and where those tickets went."""
+    if not routing["worst_queues"]:
+        return None
+    table = Table(
+        title="Worst queues (true queue)",
+        caption=f"queues under {routing['min_queue_size_for_worst']} tickets left out; "
+        "every queue: --json, routing.per_queue",
+    )
+    for column in ("queue", "tickets", "queue right", "misrouted to"):
+        table.add_column(column, justify="right" if column in ("tickets", "queue right") else "left")
+    for queue in routing["worst_queues"]:
+        figures = routing["per_queue"][queue]
+        went = ", ".join(f"{m['queue']} ({m['count']})" for m in figures["misrouted_to"])
+        table.add_row(queue, str(figures["support"]), pct(figures["accuracy"]), went)
+    return table
+
+
 def pipeline_table(report: Mapping[str, Any]) -> Table:
     table = Table(title="Pipeline", show_header=False)
     table.add_column("figure")
@@ -74,6 +110,8 @@ def pipeline_table(report: Mapping[str, Any]) -> Table:
     rows = [
         ("tickets", str(report["n"])),
         ("all axes right", pct(report["all_axes_correct"])),
+        ("queue right", queue_headline(report["routing"])),
+        ("queue right, a label wrong", label_wrong_queue_right(report["routing"])),
         ("accuracy of routed tickets", pct(report["routed_accuracy"])),
         (
             "routed",
@@ -160,6 +198,22 @@ def cv_table(cv: Mapping[str, Any]) -> Table:
     return table
 
 
+def retrieval_table(retrieval: Mapping[str, Any]) -> Table:
+    """Label recall@k per axis: how often the k retrieved examples show the ticket's true label."""
+    k = retrieval["k"]
+    table = Table(
+        title=f"Example store: label recall@{k} (examples from {retrieval['source']})",
+        caption=f"similarity floor {retrieval['min_similarity']:g}, "
+        f"{retrieval['mean_retrieved']:.1f} examples retrieved per ticket on average",
+    )
+    table.add_column("axis")
+    table.add_column(f"recall@{k}", justify="right")
+    table.add_column(f"recall@{k}, one per label", justify="right")
+    for axis, recall in retrieval["recall_at_k"].items():
+        table.add_row(axis, pct(recall), pct(retrieval["recall_at_k_one_per_label"][axis]))
+    return table
+
+
 def render(report: Mapping[str, Any], console: Console | None = None) -> None:
     if console is None:
         console = Console()
@@ -173,9 +227,14 @@ def render(report: Mapping[str, Any], console: Console | None = None) -> None:
     )
     console.print(axes_table(report))
     console.print(pipeline_table(report))
+    worst = worst_queues_table(report["routing"])
+    if worst is not None:
+        console.print(worst)
     llm = llm_table(report)
     if llm is not None:
         console.print(llm)
     console.print(curve_table(report))
+    if report.get("retrieval"):
+        console.print(retrieval_table(report["retrieval"]))
     if report.get("cv"):
         console.print(cv_table(report["cv"]))
