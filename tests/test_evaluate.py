@@ -224,18 +224,15 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
-def test_banking77_custom_taxonomy_end_to_end(tmp_path: Path) -> None:
-    """The issue's contract: fit the local tier on TRAIN with the banking77 taxonomy, score TEST."""
-    train_rows, test_rows = stratified_split(banking77_rows(), train_per_class=26, test_per_class=7)
-    train_csv, test_csv = (
-        write_csv(tmp_path / "train.csv", train_rows),
-        write_csv(tmp_path / "test.csv", test_rows),
-    )
+def evaluate_banking77_split(
+    tmp_path: Path, train_rows: list[dict[str, str]], test_rows: list[dict[str, str]]
+) -> dict[str, Any]:
+    """``evaluate TEST --train TRAIN`` on BANKING77 with its taxonomy and the local tier; the report."""
     out = tmp_path / "out.json"
     status = run_evaluate(
-        test_csv,
+        write_csv(tmp_path / "test.csv", test_rows),
         "--train",
-        train_csv,
+        write_csv(tmp_path / "train.csv", train_rows),
         "--taxonomy",
         BANKING77_TAXONOMY,
         "--text-column",
@@ -248,7 +245,13 @@ def test_banking77_custom_taxonomy_end_to_end(tmp_path: Path) -> None:
         out,
     )
     assert status == 0
-    report = read_report(out)
+    return read_report(out)
+
+
+def test_banking77_custom_taxonomy_end_to_end(tmp_path: Path) -> None:
+    """The issue's contract: fit the local tier on TRAIN with the banking77 taxonomy, score TEST."""
+    train_rows, test_rows = stratified_split(banking77_rows(), train_per_class=26, test_per_class=7)
+    report = evaluate_banking77_split(tmp_path, train_rows, test_rows)
 
     classes = {row["category"] for row in train_rows}
     chance = 1 / len(classes)
@@ -587,26 +590,8 @@ def test_routing_accuracy_end_to_end_matches_the_per_ticket_queues(
 
 def test_banking77_routing_accuracy_is_intent_accuracy_plus_same_queue_confusions(tmp_path: Path) -> None:
     """A small BANKING77 run: queue right = intent right, or a wrong intent of the same queue."""
-    rows = banking77_rows()
-    train_rows, test_rows = stratified_split(rows, train_per_class=12, test_per_class=3)
-    out = tmp_path / "out.json"
-    status = run_evaluate(
-        write_csv(tmp_path / "test.csv", test_rows),
-        "--train",
-        write_csv(tmp_path / "train.csv", train_rows),
-        "--taxonomy",
-        BANKING77_TAXONOMY,
-        "--text-column",
-        "text",
-        "--label-column",
-        "category",
-        "--tiers",
-        "local",
-        "--json",
-        out,
-    )
-    assert status == 0
-    report = read_report(out)
+    train_rows, test_rows = stratified_split(banking77_rows(), train_per_class=12, test_per_class=3)
+    report = evaluate_banking77_split(tmp_path, train_rows, test_rows)
     routing = report["routing"]
     intent = routing["by_axis"]["intent"]
     assert intent["label_right_queue_wrong"] == 0.0  # one axis: a right intent is a right queue
