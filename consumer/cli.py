@@ -162,11 +162,28 @@ def run_cli(argv: list[str] | None, parser: argparse.ArgumentParser, prog: str) 
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
+    except BrokenPipeError:
+        return closed_output()
     except USER_ERRORS as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+SIGPIPE_STATUS = 141  # what a shell reports for a program ended by SIGPIPE
+
+
+def closed_output() -> int:
+    """The reader of our output went away (``… | head -1``): not a mistake, nothing to say.
+
+    stdout is pointed at /dev/null first, so the interpreter's final flush of the buffered rest
+    cannot raise the same error again on the way out.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return SIGPIPE_STATUS
 
 
 def main(argv: list[str] | None = None) -> int:

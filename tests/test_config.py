@@ -195,3 +195,18 @@ def test_start_up_mistakes_are_one_line_naming_the_variable(
 def test_level_and_protocol_names_are_case_insensitive() -> None:
     settings = load_settings(log_level="debug", kafka_security_protocol="sasl_ssl", **SASL)
     assert (settings.log_level, settings.kafka_security_protocol) == ("DEBUG", "SASL_SSL")
+
+
+def test_a_closed_pipe_is_not_reported_as_a_mistake() -> None:
+    """`ticket-router taxonomy check | head -1` used to end in `error: [Errno 32] Broken pipe`, rc 2."""
+    script = (
+        "import os, sys\n"
+        "read, write = os.pipe()\n"
+        "os.close(read)\n"
+        "os.dup2(write, sys.stdout.fileno())\n"
+        "from consumer.cli import main\n"
+        "sys.exit(main(['taxonomy', 'check']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 141, done.stderr
+    assert done.stderr == ""
