@@ -58,12 +58,8 @@ DEFAULT_MODELS: tuple[str, ...] = tuple(
     model_id for model_id, facts in MODELS.items() if facts.lifecycle.retires_on is None
 )
 
-# Minimum cacheable prompt length per model, from the table: a prefix shorter than this is silently
-# not cached by the real API. A ``ModelScript.min_cacheable_tokens`` overrides it.
-DEFAULT_MIN_CACHEABLE_TOKENS: dict[str, int] = {
-    model_id: facts.min_cacheable_tokens for model_id, facts in MODELS.items()
-}
-# For a scripted model the table does not know.
+# Minimum cacheable prompt length for a scripted model the table does not know; known models use the
+# table's (``Scenario.min_cacheable_tokens``), and ``ModelScript.min_cacheable_tokens`` overrides both.
 FALLBACK_MIN_CACHEABLE_TOKENS = 1024
 
 
