@@ -303,10 +303,17 @@ def _format_source_error(exc: SettingsError) -> str:
     return f"{field.upper()}: the value is not {expected}"
 
 
-def _format_settings_error(exc: ValidationError) -> str:
+def format_settings_error(exc: ValidationError, show_value: bool = False) -> str:
+    """``VARIABLE: reason`` for the first problem (pydantic lists the allowed values of a Literal).
+
+    ``show_value`` appends the value that was given, never for a password.
+    """
     err = exc.errors()[0]
     key = "_".join(str(p) for p in err["loc"]).upper()
     message = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    if show_value and key and isinstance(value, str) and "PASSWORD" not in key:
+        message += f" (got {value!r})"
     return f"{key}: {message}" if key else message
 
 
@@ -315,6 +322,6 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise ConfigError(_format_settings_error(exc)) from None
+        raise ConfigError(format_settings_error(exc)) from None
     except SettingsError as exc:
         raise ConfigError(_format_source_error(exc)) from None

@@ -27,7 +27,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
 
-from consumer.config import Settings, settings_from_values
+from consumer.config import Settings, format_settings_error, settings_from_values
 from consumer.errors import UserError
 from consumer.kafka_common import client_options
 
@@ -65,18 +65,7 @@ def load_tool_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     try:
         return settings_from_values(values)
     except ValidationError as exc:
-        raise UserError(describe_settings_error(exc)) from None
-
-
-def describe_settings_error(exc: ValidationError) -> str:
-    """``VARIABLE: reason`` for the first problem (pydantic lists the allowed values of a Literal)."""
-    error = exc.errors()[0]
-    variable = "_".join(str(part) for part in error["loc"]).upper()
-    message = str(error["msg"]).removeprefix("Value error, ")
-    value = error.get("input")
-    secret = "PASSWORD" in variable
-    shown = f" (got {value!r})" if variable and isinstance(value, str) and not secret else ""
-    return f"{variable}: {message}{shown}" if variable else message
+        raise UserError(format_settings_error(exc, show_value=True)) from None
 
 
 @dataclass(frozen=True)
