@@ -20,9 +20,9 @@ from aiokafka.errors import KafkaConnectionError
 from consumer import __version__
 from consumer.classify.local import TrainingDataError
 from consumer.config import ConfigError, Settings, load_settings
-from consumer.embedded_broker import BrokerStartError, EmbeddedBroker, port_is_free
 from consumer.errors import UserError
-from consumer.kafka_common import preflight
+from consumer.kafka.connection import preflight
+from consumer.kafka.embedded_broker import BrokerStartError, EmbeddedBroker, port_is_free
 from consumer.logs import configure_logging
 from consumer.routing import reachable_queues
 from consumer.service import install_signal_handlers, run_service

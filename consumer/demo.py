@@ -25,8 +25,8 @@ from rich.live import Live
 from rich.table import Table
 
 from consumer.config import Settings
-from consumer.embedded_broker import EmbeddedBroker, port_is_free
-from consumer.kafka_common import client_options
+from consumer.kafka.connection import client_options
+from consumer.kafka.embedded_broker import EmbeddedBroker, port_is_free
 from consumer.processing import InputRecord, Outcome
 from consumer.service import DEFAULT_API_URL, RunningService, run_service
 

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from consumer.classify.pipeline import Pipeline, PipelineResult
-from consumer.dedup import RecentIds
+from consumer.kafka.dedup import RecentIds
 from consumer.routing import route
 from consumer.taxonomy import Taxonomy
 from schemas.codec import DecodeError, bytes_for_record, describe_validation_error, encode, parse_json

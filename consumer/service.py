@@ -19,19 +19,19 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumer import __version__
+from consumer.api.health import BrokerProbe, ClaudeApiProbe, api_problem, build_app, start_http
 from consumer.classify.base import Tier
 from consumer.classify.language import EnglishDetector
 from consumer.classify.local import LocalTier, train_local_model
 from consumer.classify.pipeline import Pipeline
 from consumer.config import Settings
-from consumer.dedup import RecentIds
-from consumer.health import BrokerProbe, ClaudeApiProbe, api_problem, build_app, start_http
-from consumer.kafka_common import client_options
-from consumer.kafka_loop import KafkaLoop, LoopSettings, OutcomeHook
+from consumer.kafka.connection import client_options
+from consumer.kafka.dedup import RecentIds
+from consumer.kafka.loop import KafkaLoop, LoopSettings, OutcomeHook
+from consumer.kafka.topics import ensure_topics, topics_to_create
 from consumer.metrics import Metrics
 from consumer.processing import InputRecord, Outcome, ProcessorConfig, RecordProcessor
 from consumer.taxonomy import Taxonomy, load_taxonomy
-from consumer.topics import ensure_topics, topics_to_create
 
 if TYPE_CHECKING:
     from consumer.classify.claude import ClaudeTier

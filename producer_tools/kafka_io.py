@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from consumer.config import Settings, format_settings_error, settings_from_values
 from consumer.errors import UserError
-from consumer.kafka_common import client_options
+from consumer.kafka.connection import client_options
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 

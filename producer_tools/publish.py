@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from consumer.errors import UserError
-from consumer.topics import ensure_topics
+from consumer.kafka.topics import ensure_topics
 from producer_tools.kafka_io import (
     Connection,
     add_connection_arguments,

@@ -28,7 +28,7 @@ from aiokafka import TopicPartition
 from pydantic import ValidationError
 
 from consumer.errors import UserError
-from consumer.topics import ensure_topics
+from consumer.kafka.topics import ensure_topics
 from producer_tools.kafka_io import (
     Connection,
     add_connection_arguments,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumer.embedded_broker import EmbeddedBroker
+from consumer.kafka.embedded_broker import EmbeddedBroker
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from consumer.config import Settings
-from consumer.embedded_broker import free_port
+from consumer.kafka.embedded_broker import free_port
 from consumer.routing import reachable_queues
 from consumer.taxonomy import load_taxonomy
 from schemas.codec import decode

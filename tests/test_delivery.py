@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.dedup import RecentIds
+from consumer.kafka.dedup import RecentIds
 from producer_tools.fake_api import Latency, ModelScript, Scenario, run_in_thread
 from schemas.codec import decode
 from schemas.events import RoutedTicket

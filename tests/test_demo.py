@@ -25,7 +25,7 @@ from consumer.demo import (
     demo_settings,
     row_for,
 )
-from consumer.embedded_broker import port_is_free
+from consumer.kafka.embedded_broker import port_is_free
 from consumer.processing import Outcome
 from tests.test_runtime_interrupt import REPO, demo_env
 from tests.test_tools_cli import routed, ticket

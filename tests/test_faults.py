@@ -20,7 +20,7 @@ import pytest
 
 from consumer.classify.prompt import FENCE_CLOSE, FENCE_OPEN
 from consumer.config import Settings
-from consumer.embedded_broker import EmbeddedBroker
+from consumer.kafka.embedded_broker import EmbeddedBroker
 from consumer.routing import route
 from consumer.taxonomy import load_taxonomy
 from producer_tools.fake_api import (

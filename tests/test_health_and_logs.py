@@ -16,10 +16,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from consumer.classify.retry import CallFailure
-from consumer.embedded_broker import EmbeddedBroker, free_port
-from consumer.errors import UserError
-from consumer.health import (
+from consumer.api.health import (
     BrokerProbe,
     ClaudeApiProbe,
     api_problem,
@@ -29,7 +26,10 @@ from consumer.health import (
     readiness,
     start_http,
 )
-from consumer.kafka_loop import LoopState
+from consumer.classify.retry import CallFailure
+from consumer.errors import UserError
+from consumer.kafka.embedded_broker import EmbeddedBroker, free_port
+from consumer.kafka.loop import LoopState
 from consumer.logs import JsonFormatter
 from consumer.processing import InputRecord, Outcome
 from consumer.service import RunningService, log_outcome, run_service

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.offsets import OffsetTracker, PartitionOffsets
+from consumer.kafka.offsets import OffsetTracker, PartitionOffsets
 
 
 def test_gap_holds_the_commit_back_until_filled() -> None:

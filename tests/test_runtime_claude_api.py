@@ -17,10 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from consumer.api.health import ClaudeApiProbe
 from consumer.classify.claude import build_claude_tier, load_examples
 from consumer.config import load_settings
-from consumer.embedded_broker import free_port
-from consumer.health import ClaudeApiProbe
+from consumer.kafka.embedded_broker import free_port
 from consumer.service import claude_api_problem
 from consumer.taxonomy import load_taxonomy
 from producer_tools.fake_api import Scenario, run_in_thread

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.embedded_broker import EmbeddedBroker, free_port, port_is_free
+from consumer.kafka.embedded_broker import EmbeddedBroker, free_port, port_is_free
 from tests.kafka_helpers import unique
 
 REPO = Path(__file__).resolve().parents[1]

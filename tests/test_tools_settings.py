@@ -13,7 +13,7 @@ import pytest
 
 from consumer.config import Settings, load_settings
 from consumer.errors import UserError
-from consumer.kafka_common import client_options
+from consumer.kafka.connection import client_options
 from producer_tools.kafka_io import TOOL_SETTINGS, Connection, load_tool_settings
 from schemas.codec import encode
 from schemas.events import ErrorKind

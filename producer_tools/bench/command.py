@@ -26,10 +26,10 @@ import orjson
 from rich.console import Console
 
 from consumer.config import load_settings
-from consumer.embedded_broker import EmbeddedBroker
 from consumer.errors import UserError
-from consumer.kafka_common import client_options
-from consumer.topics import ensure_topics
+from consumer.kafka.connection import client_options
+from consumer.kafka.embedded_broker import EmbeddedBroker
+from consumer.kafka.topics import ensure_topics
 from producer_tools.bench.report import best_run, environment, render, summarise
 from producer_tools.bench.scenarios import (
     DEFAULT_COUNTS,

@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 
 from consumer.classify.base import TierError
 from consumer.config import load_settings
-from consumer.kafka_common import client_options
+from consumer.kafka.connection import client_options
 from consumer.logs import configure_logging
 from consumer.processing import InputRecord, Outcome
 from producer_tools.bench.scenarios import WorkerResult, WorkerSpec, bench_tickets

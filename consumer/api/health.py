@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from consumer.classify.retry import CallFailure, is_spend_limit
 from consumer.errors import UserError
-from consumer.kafka_loop import LoopState
+from consumer.kafka.loop import LoopState
 from consumer.metrics import Metrics
 
 log = logging.getLogger("ticket_router")

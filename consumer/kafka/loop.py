@@ -22,8 +22,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from consumer.kafka.offsets import OffsetTracker
 from consumer.metrics import Metrics
-from consumer.offsets import OffsetTracker
 from consumer.processing import InputRecord, Outcome, RecordProcessor
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""HTTP served by the router: /metrics, /healthz and /readyz."""
