@@ -23,6 +23,7 @@ from consumer.config import ConfigError, Settings, load_settings
 from consumer.errors import UserError
 from consumer.kafka.connection import preflight
 from consumer.kafka.embedded_broker import BrokerStartError, EmbeddedBroker, port_is_free
+from consumer.learn.dense import EncoderUnavailable
 from consumer.logs import configure_logging
 from consumer.routing import reachable_queues
 from consumer.service import install_signal_handlers, run_service
@@ -33,6 +34,7 @@ USER_ERRORS = (
     ConfigError,
     TaxonomyError,
     TrainingDataError,
+    EncoderUnavailable,
     BrokerStartError,
     KafkaConnectionError,
     OSError,

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     )
     low_confidence_action: Literal["triage", "route_flagged"] = "triage"
     local_training_path: Path | None = None
+    dense_encoder: Literal["none", "wordllama", "minilm"] = Field(
+        default="wordllama",
+        description="Sentence vectors beside the n-grams (local tier and example store); none: n-grams only",
+    )
+    local_model_cache: Path | None = Field(
+        default=None, description="Directory where fitted local models are kept between starts; unset: refit"
+    )
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
     fast_model: str = "claude-haiku-5-5"
@@ -118,7 +125,7 @@ class Settings(BaseSettings):
     # Off by default for now: the n-gram encoder costs ~0.4 ms of CPU a ticket, which takes the
     # bench's CPU-bound scenario (e) below its e/f target; issue 12 turns it on with a cheaper one.
     retrieved_examples: int = Field(
-        default=0, ge=0, le=20, description="Most similar labeled examples put before each ticket; 0: off"
+        default=5, ge=0, le=20, description="Most similar labeled examples put before each ticket; 0: off"
     )
     retrieval_min_similarity: float = Field(
         default=0.1, ge=0.0, le=1.0, description="Retrieved examples less similar than this are left out"

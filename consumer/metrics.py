@@ -91,6 +91,14 @@ class Metrics:
             ["model", "kind"],
             registry=r,
         )
+        # Its own family, not a kind of llm_tokens: it is part of kind="input", and summing the kinds
+        # must keep giving the billed total.
+        self.llm_retrieved_tokens = Counter(
+            PREFIX + "llm_retrieved_tokens",
+            "Of input tokens, the estimated tokens of the retrieved similar examples sent with tickets",
+            ["model"],
+            registry=r,
+        )
         self.llm_cost = Counter(PREFIX + "llm_cost_usd", "Estimated spend in USD", ["model"], registry=r)
         self.in_flight = Gauge(PREFIX + "in_flight", "Records being processed", registry=r)
         self.paused_partitions = Gauge(
@@ -149,6 +157,8 @@ class Metrics:
             ):
                 if count:
                     self.child(self.llm_tokens, attempt.model, kind).inc(count)
+            if usage.retrieved_tokens:
+                self.child(self.llm_retrieved_tokens, attempt.model).inc(usage.retrieved_tokens)
             if attempt.cost_usd:
                 self.child(self.llm_cost, attempt.model).inc(attempt.cost_usd)
         tried = result.tiers_tried

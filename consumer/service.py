@@ -29,6 +29,7 @@ from consumer.kafka.connection import client_options
 from consumer.kafka.dedup import RecentIds
 from consumer.kafka.loop import KafkaLoop, LoopSettings, OutcomeHook
 from consumer.kafka.topics import ensure_topics, topics_to_create
+from consumer.learn.dense import dense_encoder
 from consumer.metrics import Metrics
 from consumer.processing import InputRecord, Outcome, ProcessorConfig, RecordProcessor
 from consumer.taxonomy import Taxonomy, load_taxonomy
@@ -54,7 +55,14 @@ def build_tiers(settings: Settings, taxonomy: Taxonomy, metrics: Metrics | None 
     by_name = dict(zip(claude, build_claude_tiers(settings, taxonomy, claude, metrics), strict=True))
     for name in settings.effective_tiers:
         if name == "local":
-            by_name[name] = LocalTier(train_local_model(taxonomy, settings.local_training_path))
+            by_name[name] = LocalTier(
+                train_local_model(
+                    taxonomy,
+                    settings.local_training_path,
+                    dense_encoder(settings.dense_encoder),
+                    settings.local_model_cache,
+                )
+            )
     return [by_name[name] for name in settings.effective_tiers]
 
 
@@ -69,7 +77,11 @@ def build_claude_tiers(
 
     examples = load_examples(settings.local_training_path)
     retriever = build_retriever(
-        examples, taxonomy, settings.retrieved_examples, settings.retrieval_min_similarity
+        examples,
+        taxonomy,
+        settings.retrieved_examples,
+        settings.retrieval_min_similarity,
+        dense_encoder(settings.dense_encoder),
     )
     on_request, on_retry = llm_call_counters(metrics) if metrics is not None else (None, None)
     return [

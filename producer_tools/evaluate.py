@@ -270,8 +270,10 @@ def retrieval_figures(options: Options, taxonomy: Taxonomy, items: Sequence[Labe
     """Label recall@k, the store built from the training side only: the other folds, --train, or
     the local tier's training file (LOCAL_TRAINING_PATH or the bundled one); never the ticket itself."""
     from consumer.classify.claude import load_examples
-    from consumer.learn.store import DEFAULT_MIN_SIMILARITY
+    from consumer.learn.dense import dense_encoder
     from producer_tools.evaluation import retrieval
+
+    settings = settings_for(options)
 
     if options.cv is not None:
         first_axis = taxonomy.axis_names[0]
@@ -281,13 +283,12 @@ def retrieval_figures(options: Options, taxonomy: Taxonomy, items: Sequence[Labe
         train = read_labeled(options.train, taxonomy, options.text_column, options.label_column)
         sides, source = [retrieval.Side(retrieval.examples_of(train), items)], str(options.train)
     else:
-        path = settings_for(options).local_training_path
+        path = settings.local_training_path
         sides = [retrieval.Side(load_examples(path), items)]
         source = str(path) if path is not None else "the bundled training file"
-    found = retrieval.retrieve(sides, options.retrieval_k, DEFAULT_MIN_SIMILARITY)
-    return retrieval.recall_report(
-        found, taxonomy.axis_names, options.retrieval_k, DEFAULT_MIN_SIMILARITY, source
-    )
+    floor = settings.retrieval_min_similarity
+    found = retrieval.retrieve(sides, options.retrieval_k, floor, dense_encoder(settings.dense_encoder))
+    return retrieval.recall_report(found, taxonomy.axis_names, options.retrieval_k, floor, source)
 
 
 async def evaluate(options: Options) -> dict[str, Any]:
@@ -305,7 +306,7 @@ async def evaluate(options: Options) -> dict[str, Any]:
             evaluated = list(items)
             fold, n_train = await single_run(options, taxonomy, items, Path(tmp))
     local: list[dict[str, AxisAnswer]] | None = fold.local_answers
-    report = summarize(taxonomy, evaluated, fold.runs, local)
+    report = summarize(taxonomy, evaluated, fold.runs, local, settings_for(options).prices)
     if cv is not None:
         report["pooled_accuracy"] = report["accuracy"]
         report["accuracy"] = cv["accuracy_mean"]

@@ -105,6 +105,13 @@ class TokenUsage(BaseModel):
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
     thinking_tokens: int = Field(default=0, description="Of output_tokens, those the model spent thinking")
+    retrieved_tokens: int = Field(
+        default=0,
+        description=(
+            "Of input_tokens, the estimated tokens of the retrieved similar examples put before the "
+            "ticket (an estimate: the API reports only totals); 0 without retrieval"
+        ),
+    )
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(
@@ -113,6 +120,7 @@ class TokenUsage(BaseModel):
             cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
             cache_creation_input_tokens=self.cache_creation_input_tokens + other.cache_creation_input_tokens,
             thinking_tokens=self.thinking_tokens + other.thinking_tokens,
+            retrieved_tokens=self.retrieved_tokens + other.retrieved_tokens,
         )
 
 

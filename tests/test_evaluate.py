@@ -554,9 +554,9 @@ def test_routing_accuracy_end_to_end_matches_the_per_ticket_queues(
     seen: list[tuple[Any, Any]] = []
     real_summarize = evaluate_module.summarize
 
-    def spy(taxonomy: Any, items: Any, runs: Any, local: Any) -> dict[str, Any]:
+    def spy(taxonomy: Any, items: Any, runs: Any, local: Any, prices: Any = None) -> dict[str, Any]:
         seen.append((items, runs[0]))
-        return real_summarize(taxonomy, items, runs, local)
+        return real_summarize(taxonomy, items, runs, local, prices)
 
     monkeypatch.setattr(evaluate_module, "summarize", spy)
     out_json, out_html = tmp_path / "out.json", tmp_path / "out.html"

@@ -1,6 +1,7 @@
 """The local tier's fast prediction path gives what sklearn itself would: the same tf-idf matrix
 (the integer-keyed transform against the fitted vectorizers' own ``transform``) and the same
-probabilities (the stacked product against each SGDClassifier's ``predict_proba``)."""
+probabilities (the stacked product against each LogisticRegression's ``predict_proba``), with and
+without the dense encoder's block; and the disk cache gives back the model it was given."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from scipy import sparse  # type: ignore[import-untyped]
 
 from consumer.classify.local import (
+    DENSE_WEIGHT,
     CharFeatures,
     LabeledText,
     LocalModel,
@@ -22,6 +24,7 @@ from consumer.classify.local import (
     read_training_jsonl,
     train_local_model,
 )
+from consumer.learn.dense import dense_encoder
 from consumer.taxonomy import Taxonomy, load_taxonomy, parse_taxonomy
 
 EVAL_LABELED = Path(__file__).resolve().parent / "data" / "eval_labeled.jsonl"
@@ -43,9 +46,9 @@ AWKWARD_TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def model() -> LocalModel:
-    return train_local_model(load_taxonomy())
+@pytest.fixture(scope="module", params=["none", "wordllama"])
+def model(request: pytest.FixtureRequest) -> LocalModel:
+    return train_local_model(load_taxonomy(), dense=dense_encoder(request.param))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,10 @@ def assert_same_matrix(fast: Any, reference: Any) -> None:
 
 def assert_same_predictions(model: LocalModel, texts: list[str]) -> None:
     """Labels and 4-decimal confidences as sklearn's predict_proba on sklearn's own features."""
-    reference = sparse.hstack([model.words.transform(texts), model.chars.transform(texts)]).tocsr()
+    blocks = [model.words.transform(texts), model.chars.transform(texts)]
+    if model.dense is not None:
+        blocks.append(sparse.csr_matrix(model.dense.encode(texts).astype(np.float64) * DENSE_WEIGHT))
+    reference = sparse.hstack(blocks).tocsr()
     predictions = model.predict(texts)
     for axis, classifier in model.models.items():
         probabilities = classifier.predict_proba(reference)
@@ -105,9 +111,13 @@ def test_probabilities_are_sklearns_to_rounding(model: LocalModel, texts: list[s
 
 def test_empty_batch_and_blank_texts(model: LocalModel) -> None:
     assert model.predict([]) == []
-    assert model.transform(["", " \n "]).nnz == 0
-    blank = model.predict(["", " "])
-    assert blank[0] == blank[1]
+    words, chars, *dense = model.feature_blocks(["", " \n "])
+    assert words.nnz == chars.nnz == 0
+    if dense:  # no token at all is a zero vector; whitespace is a token to the dense encoder
+        assert not dense[0][0].any()
+    else:
+        blank = model.predict(["", " "])
+        assert blank[0] == blank[1]
     assert_same_predictions(model, ["", " "])
 
 

@@ -47,10 +47,12 @@ from consumer.classify.prompt import (
     output_schema,
     parse_answer_text,
     prompt_version,
+    similar_examples_section,
     target_prefix_chars,
+    ticket_message,
     uncovered_labels,
     usable_examples,
-    user_message,
+    with_examples,
 )
 from consumer.classify.retry import (
     MIN_REQUEST_S,
@@ -62,6 +64,7 @@ from consumer.classify.retry import (
     retry_wait_s,
     stop_reason,
 )
+from consumer.classify.tokens import estimate_tokens
 from consumer.config import ConfigError, Settings, price_key
 from consumer.logs import redact
 from consumer.taxonomy import Taxonomy
@@ -151,6 +154,26 @@ def cost_usd(usage: TokenUsage, price: Price, cache_write_1h_tokens: int = 0) ->
     return total / PER_MILLION
 
 
+def without_retrieval(usage: TokenUsage) -> TokenUsage:
+    """The same call's usage had no retrieved examples been sent: their tokens taken off the input."""
+    return usage.model_copy(
+        update={"input_tokens": usage.input_tokens - usage.retrieved_tokens, "retrieved_tokens": 0}
+    )
+
+
+def retrieval_cost_usd(usage: TokenUsage, price: Price) -> float:
+    """What the retrieved examples added to one call's bill (0.0 when none were sent).
+
+    Priced through ``cost_usd`` with and without them rather than as tokens x input rate, so a
+    prompt the examples pushed past a long-context threshold (Haiku 5.5) is charged for the long
+    rates it caused on every other token too. Cache writes are priced as 5-minute ones on both
+    sides, which cancels out unless the threshold is crossed.
+    """
+    if not usage.retrieved_tokens:
+        return 0.0
+    return cost_usd(usage, price) - cost_usd(without_retrieval(usage), price)
+
+
 class _ReplyModel(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -191,11 +214,16 @@ class Reply(_ReplyModel):
     usage: ReplyUsage
 
 
-def usage_from(reply_usage: ReplyUsage) -> tuple[TokenUsage, int]:
-    """TokenUsage from a reply's usage, and how many cache-write tokens were 1-hour writes."""
+def usage_from(reply_usage: ReplyUsage, retrieved_tokens: int = 0) -> tuple[TokenUsage, int]:
+    """TokenUsage from a reply's usage, and how many cache-write tokens were 1-hour writes.
+
+    ``retrieved_tokens`` is our estimate of the retrieved examples' share of the input; it is capped
+    at the input the API reported, since the estimate errs high and is a part of that input.
+    """
     details = reply_usage.output_tokens_details
     usage = TokenUsage(
         input_tokens=reply_usage.input_tokens,
+        retrieved_tokens=min(retrieved_tokens, reply_usage.input_tokens),
         output_tokens=reply_usage.output_tokens,
         cache_read_input_tokens=reply_usage.cache_read_input_tokens or 0,
         cache_creation_input_tokens=reply_usage.cache_creation_input_tokens or 0,
@@ -301,17 +329,29 @@ def request_params(request: TierRequest, schema: Mapping[str, Any]) -> dict[str,
     return params
 
 
+def user_turn(
+    ticket: TicketEvent, body_char_limit: int, similar: Sequence[tuple[Example, float]]
+) -> tuple[str, str]:
+    """The user turn ``user_message`` builds, and the retrieved-examples section within it ('' when
+    nothing was retrieved): rendered once, so its tokens are estimated from the very text sent.
+    """
+    section = similar_examples_section(similar) if similar else ""
+    return with_examples(section, ticket_message(ticket, body_char_limit)), section
+
+
 # -- the tier ---------------------------------------------------------------------------------------
 
 
 @dataclass
 class _Call:
     """The state of one ticket's classification in this tier: the user turn (built once, retries
-    send the same), attempts made and why it stopped."""
+    send the same), the estimated tokens of its retrieved examples, attempts made and why it
+    stopped."""
 
     started: float
     fallback_deadline: float
     content: str = ""
+    retrieved_tokens: int = 0
     attempts: int = 0
     stopped_because: str = ""
 
@@ -359,6 +399,7 @@ class ClaudeTier:
         self._on_request = on_request
         self._jitter = jitter
         self._retriever = retriever
+        self._token_factor = tokenizer_factor(model)
 
     def __repr__(self) -> str:
         return f"ClaudeTier(name={self.name!r}, model={self.model!r}, prompt_version={self.prompt_version!r})"
@@ -366,10 +407,12 @@ class ClaudeTier:
     async def classify(self, ticket: TicketEvent) -> TierAnswer:
         loop = asyncio.get_running_loop()
         similar = self._retriever(ticket) if self._retriever is not None else ()
+        content, section = user_turn(ticket, self.body_char_limit, similar)
         call = _Call(
             started=time.perf_counter(),
             fallback_deadline=loop.time() + self.deadline_s,
-            content=user_message(ticket, self.body_char_limit, similar),
+            content=content,
+            retrieved_tokens=estimate_tokens(section, self._token_factor),
         )
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_retryable),
@@ -463,7 +506,7 @@ class ClaudeTier:
         return self._answer(reply, call)
 
     def _answer(self, reply: Reply, call: _Call) -> TierAnswer:
-        usage, one_hour_writes = usage_from(reply.usage)
+        usage, one_hour_writes = usage_from(reply.usage, call.retrieved_tokens)
         texts = [block.text or "" for block in reply.content if block.type == "text"]
         try:
             classification = classification_from_reply(reply.stop_reason, texts, self.taxonomy)

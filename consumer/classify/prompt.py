@@ -271,20 +271,32 @@ _USER_CLOSING = "Reply with the JSON object the output schema describes, and not
 def user_message(
     ticket: TicketEvent, body_char_limit: int, similar: Sequence[tuple[Example, float]] = ()
 ) -> str:
-    """The user turn: the similar labeled examples (if any), then one ticket, fenced, metadata
-    first, the body capped at ``body_char_limit``.
+    """The user turn: the similar labeled examples (if any), then one ticket, fenced."""
+    return with_examples(
+        similar_examples_section(similar) if similar else "", ticket_message(ticket, body_char_limit)
+    )
+
+
+def with_examples(examples_section: str, message: str) -> str:
+    """The retrieved examples' section ('' for none) before the ticket's message.
 
     The examples come after the cached system prompt, so retrieving them per ticket costs their own
-    tokens only and never breaks the cache. The body is cut before escaping, so the marker counts
-    the customer's characters; a tag cut in half by the cap is followed by the marker line and
-    cannot form a closing tag.
+    tokens only and never breaks the cache.
+    """
+    return f"{examples_section}\n{message}" if examples_section else message
+
+
+def ticket_message(ticket: TicketEvent, body_char_limit: int) -> str:
+    """One ticket, fenced, metadata first, the body capped at ``body_char_limit``.
+
+    The body is cut before escaping, so the marker counts the customer's characters; a tag cut in
+    half by the cap is followed by the marker line and cannot form a closing tag.
     """
     body, cut = cap_text(ticket.body.replace("\r\n", "\n"), body_char_limit)
     body = clean_text(body)
     if cut:
         body += f"\n[truncated {cut} chars]"
     lines = [
-        *([similar_examples_section(similar)] if similar else []),
         _USER_PREAMBLE,
         FENCE_OPEN,
         f"ticket_id: {one_line(ticket.ticket_id)}",

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from consumer.classify.base import ticket_text
 from consumer.classify.prompt import Example, usable_examples
+from consumer.learn.encoder import TextEncoder
 from consumer.learn.store import ExampleStore
 from consumer.taxonomy import Taxonomy
 from schemas.events import TicketEvent
@@ -49,11 +50,15 @@ class TicketRetriever:
 
 
 def build_retriever(
-    examples: Sequence[Example], taxonomy: Taxonomy, k: int, min_similarity: float
+    examples: Sequence[Example],
+    taxonomy: Taxonomy,
+    k: int,
+    min_similarity: float,
+    dense: TextEncoder | None = None,
 ) -> TicketRetriever | None:
     """A retriever over the examples labeled in this taxonomy, or None when retrieval is off (k = 0)
     or there is nothing to retrieve."""
     usable = usable_examples(examples, taxonomy)
     if k <= 0 or not usable:
         return None
-    return TicketRetriever(ExampleStore.build(usable), k, min_similarity)
+    return TicketRetriever(ExampleStore.build(usable, dense=dense), k, min_similarity)

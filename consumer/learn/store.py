@@ -26,14 +26,21 @@ so an evaluation gives the same figures every time.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+# onnxruntime (the ``minilm`` encoder's runtime, when installed) must be loaded before usearch: the
+# other order crashes the process on import (segmentation fault; usearch 2.26.6, onnxruntime 1.32).
+with contextlib.suppress(ImportError):
+    import onnxruntime  # noqa: F401
+
 from usearch.index import Index
 
 from consumer.classify.prompt import Example
-from consumer.learn.encoder import F32Array, HashedNgramEncoder, TextEncoder
+from consumer.learn.encoder import ConcatenatedEncoder, F32Array, HashedNgramEncoder, TextEncoder
 
 DEFAULT_DIM = 1024
 """Dimensions of the default encoder: 1 KB per example as int8. Label recall@5 with exact search,
@@ -119,9 +126,11 @@ class ExampleStore:
         encoder: TextEncoder | None = None,
         dim: int = DEFAULT_DIM,
         threads: int = 1,
+        dense: TextEncoder | None = None,
     ) -> ExampleStore:
         """A store of ``examples``. Without an encoder, the default one is fitted on their texts
-        (idf only; examples added later are encoded with the same idf).
+        (idf only; examples added later are encoded with the same idf), with ``dense`` beside it 1 : 1
+        when given (BANKING77 label recall@5: 93.3% alone, 96.3% with wordllama).
 
         ``threads`` > 1 inserts in parallel (1.8x faster on 2 cores), but the graph, and so a rare
         near-tie among neighbours, then differs from run to run; 1 keeps evaluations repeatable.
@@ -129,6 +138,8 @@ class ExampleStore:
         examples = list(examples)
         if encoder is None:
             encoder = HashedNgramEncoder.fit([example_text(example) for example in examples], dim=dim)
+            if dense is not None:
+                encoder = ConcatenatedEncoder(((encoder, 1.0), (dense, 1.0)))
         store = cls(encoder)
         store.add(examples, threads=threads)
         return store

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from consumer.errors import UserError
+from producer_tools.evaluation.terminal import cost_per_10k
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
@@ -169,7 +170,7 @@ def _overview_html(report: Mapping[str, Any]) -> str:
         ["triaged", f"{pct(outcomes['triaged'])} ({kinds})"],
         ["escalation rate", pct(escalation["rate"])],
         ["decided by (tier mix)", share],
-        ["cost per 10k tickets", f"${report['cost']['per_10k_tickets_usd']:.2f}"],
+        ["cost per 10k tickets", cost_per_10k(report["cost"])],
         ["latency p50 / p95", f"{latency['p50']:.1f} ms / {latency['p95']:.1f} ms"],
         [f"consistency over {consistency['repeats']} runs", pct(consistency["share"])],
     ]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumer.classify.prompt import Example
+from consumer.learn.encoder import TextEncoder
 from consumer.learn.store import ExampleStore, Neighbour
 from producer_tools.evaluation.dataset import LabeledTicket
 
@@ -81,7 +82,9 @@ class Retrieved:
     """Axes on which some stored example has a label: recall on any other axis is not measured."""
 
 
-def retrieve(sides: Sequence[Side], k: int, min_similarity: float) -> Retrieved:
+def retrieve(
+    sides: Sequence[Side], k: int, min_similarity: float, dense: TextEncoder | None = None
+) -> Retrieved:
     """Build one store per side and query it with that side's tickets, in one batch each."""
     started = time.process_time()
     gold: list[Mapping[str, str]] = []
@@ -90,7 +93,7 @@ def retrieve(sides: Sequence[Side], k: int, min_similarity: float) -> Retrieved:
     name, sizes, axes = "", list[int](), set[str]()
     for side in sides:
         axes.update(axis for example in side.examples for axis in example.labels)
-        store = ExampleStore.build(side.examples)
+        store = ExampleStore.build(side.examples, dense=dense)
         texts = [item.text for item in side.queries]
         vectors = store.encoder.encode(texts)
         plain += store.search(vectors, k, min_similarity)

@@ -7,14 +7,18 @@ the HTML page are drawn from it, so the three outputs cannot disagree.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from consumer.classify.models import default_prices
 from consumer.routing import route
 from consumer.taxonomy import RoutingRule, Taxonomy
 from producer_tools.evaluation import metrics
 from producer_tools.evaluation.dataset import LabeledTicket
-from producer_tools.evaluation.runner import AxisAnswer, TicketOutcome
+from producer_tools.evaluation.runner import AxisAnswer, ModelCall, TicketOutcome
+
+if TYPE_CHECKING:
+    from consumer.classify.claude import Price
 
 TRIAGE_GROUP = "needs-human-triage"
 TOP_CONFUSIONS = 10
@@ -106,17 +110,51 @@ def escalation_report(outcomes: Sequence[TicketOutcome]) -> dict[str, Any]:
     }
 
 
-def cost_and_latency(runs: Sequence[Sequence[TicketOutcome]]) -> dict[str, Any]:
-    """Pooled over every repeat: more samples, same expectation as one run."""
+Prices = Mapping[str, Mapping[str, float]]
+
+
+def retrieval_cost(calls: Sequence[ModelCall], prices: Prices) -> tuple[int, float]:
+    """Retrieved-example tokens over ``calls`` and what they added to the bill, each call priced at
+    its own model's rates (the run's MODEL_PRICES).
+
+    The pricing lives with the Claude tier; it is imported only when there is something to price,
+    so every ``ticket-tools`` command does not load the SDK.
+    """
+    calls = [call for call in calls if call.usage.retrieved_tokens]
+    if not calls:
+        return 0, 0.0
+    from consumer.classify.claude import price_for, retrieval_cost_usd
+
+    rates: dict[str, Price] = {}
+    tokens, usd = 0, 0.0
+    for call in calls:
+        if call.model not in rates:
+            rates[call.model] = price_for(call.model, prices)
+        tokens += call.usage.retrieved_tokens
+        usd += retrieval_cost_usd(call.usage, rates[call.model])
+    return tokens, usd
+
+
+def cost_and_latency(runs: Sequence[Sequence[TicketOutcome]], prices: Prices | None = None) -> dict[str, Any]:
+    """Pooled over every repeat: more samples, same expectation as one run.
+
+    The cost without retrieval is the measured one less what each call's retrieved examples added,
+    so it answers "what would retrieval save" from one run instead of a second, paid, run.
+    """
     outcomes = [o for run in runs for o in run]
     total = sum(o.cost_usd for o in outcomes)
     per_ticket = _share_float(total, len(outcomes))
+    calls = [call for o in outcomes for call in o.model_calls]
+    retrieved, retrieved_usd = retrieval_cost(calls, prices if prices is not None else default_prices())
+    per_ticket_without = _share_float(total - retrieved_usd, len(outcomes))
     latencies = [o.latency_ms for o in outcomes]
     return {
         "cost": {
             "total_usd": total,
             "per_ticket_usd": per_ticket,
             "per_10k_tickets_usd": per_ticket * 10_000,
+            "per_10k_tickets_without_retrieval_usd": per_ticket_without * 10_000,
+            "retrieved_tokens_per_ticket": _share_float(retrieved, len(outcomes)),
         },
         "latency_ms": {
             "p50": metrics.percentile(latencies, 50) if latencies else None,
@@ -276,8 +314,13 @@ def summarize(
     items: Sequence[LabeledTicket],
     runs: Sequence[Sequence[TicketOutcome]],
     local: Sequence[dict[str, AxisAnswer]] | None,
+    prices: Prices | None = None,
 ) -> dict[str, Any]:
-    """The whole report; accuracy figures come from the first run, consistency from all of them."""
+    """The whole report; accuracy figures come from the first run, consistency from all of them.
+
+    ``prices`` (the run's ``Settings.prices``) price the retrieved examples; without it, the model
+    table's.
+    """
     axes = taxonomy.axis_names
     first = runs[0]
     axis_reports = {
@@ -307,7 +350,7 @@ def summarize(
         "by_account_tier": group_report([item.account_tier for item in items], scores),
         "outcomes": outcome_report(first),
         "escalation": escalation_report(first),
-        **cost_and_latency(runs),
+        **cost_and_latency(runs, prices),
         "llm": llm_report(runs),
         "coverage_curve": curve_report(items, first, local, axes),
     }

@@ -21,6 +21,18 @@ def pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
+def cost_per_10k(cost: Mapping[str, Any]) -> str:
+    """Cost per 10k tickets, and with retrieval on, what it would be without the retrieved examples:
+    the figure that says whether retrieval's accuracy is worth its uncached input."""
+    text = f"${cost['per_10k_tickets_usd']:.2f}"
+    retrieved = cost.get("retrieved_tokens_per_ticket", 0)
+    if not retrieved:
+        return text
+    without = cost["per_10k_tickets_without_retrieval_usd"]
+    per_ticket = f"{retrieved:,.0f} retrieved-example tokens per ticket"
+    return f"{text} (without retrieved examples: ${without:.2f}; {per_ticket})"
+
+
 def weakest_classes(per_class: Mapping[str, Mapping[str, Any]], count: int = WEAKEST_SHOWN) -> str:
     """The ``count`` classes with the lowest F1 among those present in the gold labels."""
     present = [(stats["f1"], label) for label, stats in per_class.items() if stats["support"] > 0]
@@ -120,7 +132,7 @@ def pipeline_table(report: Mapping[str, Any]) -> Table:
         ("triaged", f"{pct(outcomes['triaged'])} {_shares(outcomes['triaged_by_kind'])}"),
         ("escalation rate", pct(escalation["rate"])),
         ("decided by (tier mix)", _shares(escalation["tier_mix"])),
-        ("cost per 10k tickets", f"${report['cost']['per_10k_tickets_usd']:.2f}"),
+        ("cost per 10k tickets", cost_per_10k(report["cost"])),
         ("latency p50 / p95", f"{latency['p50']:.1f} ms / {latency['p95']:.1f} ms"),
         (
             f"consistency over {consistency['repeats']} runs",
