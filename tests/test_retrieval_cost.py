@@ -18,12 +18,11 @@ from consumer.classify.claude import (
     price_for,
     retrieval_cost_usd,
     usage_from,
-    user_turn,
     without_retrieval,
 )
 from consumer.classify.models import tokenizer_factor
 from consumer.classify.pipeline import PipelineResult
-from consumer.classify.prompt import Example, similar_examples_section, user_message
+from consumer.classify.prompt import Example, similar_examples_section, user_message, user_turn
 from consumer.classify.tokens import estimate_tokens
 from consumer.config import DEFAULT_PRICES
 from consumer.metrics import Metrics

@@ -47,12 +47,10 @@ from consumer.classify.prompt import (
     output_schema,
     parse_answer_text,
     prompt_version,
-    similar_examples_section,
     target_prefix_chars,
-    ticket_message,
     uncovered_labels,
     usable_examples,
-    with_examples,
+    user_turn,
 )
 from consumer.classify.retry import (
     MIN_REQUEST_S,
@@ -327,16 +325,6 @@ def request_params(request: TierRequest, schema: Mapping[str, Any]) -> dict[str,
     if request.thinking is not None:
         params["thinking"] = {"type": request.thinking}
     return params
-
-
-def user_turn(
-    ticket: TicketEvent, body_char_limit: int, similar: Sequence[tuple[Example, float]]
-) -> tuple[str, str]:
-    """The user turn ``user_message`` builds, and the retrieved-examples section within it ('' when
-    nothing was retrieved): rendered once, so its tokens are estimated from the very text sent.
-    """
-    section = similar_examples_section(similar) if similar else ""
-    return with_examples(section, ticket_message(ticket, body_char_limit)), section
 
 
 # -- the tier ---------------------------------------------------------------------------------------

@@ -272,9 +272,16 @@ def user_message(
     ticket: TicketEvent, body_char_limit: int, similar: Sequence[tuple[Example, float]] = ()
 ) -> str:
     """The user turn: the similar labeled examples (if any), then one ticket, fenced."""
-    return with_examples(
-        similar_examples_section(similar) if similar else "", ticket_message(ticket, body_char_limit)
-    )
+    return user_turn(ticket, body_char_limit, similar)[0]
+
+
+def user_turn(
+    ticket: TicketEvent, body_char_limit: int, similar: Sequence[tuple[Example, float]] = ()
+) -> tuple[str, str]:
+    """The user turn, and the retrieved-examples section within it ('' when nothing was retrieved):
+    rendered once, so the tier can estimate the section's tokens from the very text it sends."""
+    section = similar_examples_section(similar) if similar else ""
+    return with_examples(section, ticket_message(ticket, body_char_limit)), section
 
 
 def with_examples(examples_section: str, message: str) -> str:
