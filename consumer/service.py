@@ -81,7 +81,7 @@ def build_claude_tiers(
         taxonomy,
         settings.retrieved_examples,
         settings.retrieval_min_similarity,
-        dense_encoder(settings.dense_encoder),
+        settings.dense_encoder,
     )
     on_request, on_retry = llm_call_counters(metrics) if metrics is not None else (None, None)
     return [

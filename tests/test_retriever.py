@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from consumer.classify.claude import load_examples
+from consumer.learn.dense import EncoderUnavailable
 from consumer.learn.retriever import RECENT, build_retriever
 from consumer.taxonomy import load_taxonomy
 from schemas.events import TicketEvent
@@ -43,6 +46,13 @@ def test_retrieval_off_or_nothing_labeled_gives_no_retriever() -> None:
     assert build_retriever(EXAMPLES, TAXONOMY, 0, 0.1) is None
     unlabeled = [type(EXAMPLES[0])("x", "s", "b", {"team": "not-a-team"})]
     assert build_retriever(unlabeled, TAXONOMY, 5, 0.1) is None
+
+
+def test_retrieval_off_loads_no_encoder() -> None:
+    """An encoder name that cannot load shows it is not even tried when there is no store to build."""
+    assert build_retriever(EXAMPLES, TAXONOMY, 0, 0.1, dense="not-an-encoder") is None
+    with pytest.raises(EncoderUnavailable, match="DENSE_ENCODER: unknown encoder 'not-an-encoder'"):
+        build_retriever(EXAMPLES, TAXONOMY, 5, 0.1, dense="not-an-encoder")
 
 
 def test_an_escalated_ticket_is_answered_from_the_recent_ones() -> None:

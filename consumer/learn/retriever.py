@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from consumer.classify.base import ticket_text
 from consumer.classify.prompt import Example, usable_examples
-from consumer.learn.encoder import TextEncoder
+from consumer.learn.dense import dense_encoder
 from consumer.learn.store import ExampleStore
 from consumer.taxonomy import Taxonomy
 from schemas.events import TicketEvent
@@ -54,11 +54,12 @@ def build_retriever(
     taxonomy: Taxonomy,
     k: int,
     min_similarity: float,
-    dense: TextEncoder | None = None,
+    dense: str = "none",
 ) -> TicketRetriever | None:
     """A retriever over the examples labeled in this taxonomy, or None when retrieval is off (k = 0)
-    or there is nothing to retrieve."""
+    or there is nothing to retrieve. ``dense`` names the encoder put beside the n-grams
+    (``DENSE_ENCODER``); it is loaded only when there is a store to build."""
     usable = usable_examples(examples, taxonomy)
     if k <= 0 or not usable:
         return None
-    return TicketRetriever(ExampleStore.build(usable, dense=dense), k, min_similarity)
+    return TicketRetriever(ExampleStore.build(usable, dense=dense_encoder(dense)), k, min_similarity)
