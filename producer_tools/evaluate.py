@@ -266,14 +266,14 @@ async def single_run(
     return await run_pipeline(settings, taxonomy, items, options.repeat, options.concurrency), n_train
 
 
-def retrieval_figures(options: Options, taxonomy: Taxonomy, items: Sequence[LabeledTicket]) -> dict[str, Any]:
+def retrieval_figures(
+    options: Options, settings: Settings, taxonomy: Taxonomy, items: Sequence[LabeledTicket]
+) -> dict[str, Any]:
     """Label recall@k, the store built from the training side only: the other folds, --train, or
     the local tier's training file (LOCAL_TRAINING_PATH or the bundled one); never the ticket itself."""
     from consumer.classify.claude import load_examples
     from consumer.learn.dense import dense_encoder
     from producer_tools.evaluation import retrieval
-
-    settings = settings_for(options)
 
     if options.cv is not None:
         first_axis = taxonomy.axis_names[0]
@@ -295,7 +295,8 @@ async def evaluate(options: Options) -> dict[str, Any]:
     """The full report dict (what ``--json`` writes)."""
     started = time.perf_counter()
     origin = "--taxonomy" if "taxonomy_path" in options.overrides else "TAXONOMY_PATH"
-    taxonomy = load_taxonomy(settings_for(options).taxonomy_path, origin=origin)
+    settings = settings_for(options)
+    taxonomy = load_taxonomy(settings.taxonomy_path, origin=origin)
     items = read_labeled(options.labeled, taxonomy, options.text_column, options.label_column)
     cv: dict[str, Any] | None = None
     n_train: int | None = None
@@ -306,13 +307,13 @@ async def evaluate(options: Options) -> dict[str, Any]:
             evaluated = list(items)
             fold, n_train = await single_run(options, taxonomy, items, Path(tmp))
     local: list[dict[str, AxisAnswer]] | None = fold.local_answers
-    report = summarize(taxonomy, evaluated, fold.runs, local, settings_for(options).prices)
+    report = summarize(taxonomy, evaluated, fold.runs, local, settings.prices)
     if cv is not None:
         report["pooled_accuracy"] = report["accuracy"]
         report["accuracy"] = cv["accuracy_mean"]
         report["cv"] = cv
     if options.retrieval_k > 0:
-        report["retrieval"] = retrieval_figures(options, taxonomy, items)
+        report["retrieval"] = retrieval_figures(options, settings, taxonomy, items)
     report["run"] = {
         "labeled_file": str(options.labeled),
         "taxonomy": taxonomy.name,
