@@ -4,6 +4,7 @@ never a stale, damaged or foreign one."""
 from __future__ import annotations
 
 import logging
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +24,7 @@ PROBES = ["Charged twice for November, please refund", "SSO login fails with SAM
 @pytest.fixture
 def training_file(tmp_path: Path) -> Path:
     """The first 160 bundled examples: enough for every label, quick to fit."""
-    rows = [
-        line
-        for line in local.resources.files("consumer.data")
-        .joinpath("training.jsonl")
-        .read_bytes()
-        .splitlines()
-    ]
+    rows = resources.files("consumer.data").joinpath("training.jsonl").read_bytes().splitlines()
     path = tmp_path / "training.jsonl"
     path.write_bytes(b"\n".join(rows[:160]) + b"\n")
     return path
@@ -153,5 +148,5 @@ def test_a_missing_package_names_the_extra() -> None:
     )
 
 
-def test_training_examples_are_read_once_per_fit(training_file: Path) -> None:
+def test_the_training_fixture_holds_160_examples(training_file: Path) -> None:
     assert len(read_training_jsonl(training_file)) == 160

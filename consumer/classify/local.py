@@ -53,10 +53,12 @@ import numpy.typing as npt
 import orjson
 from scipy import sparse  # type: ignore[import-untyped]
 from scipy.special import expit, softmax  # type: ignore[import-untyped]
+from sklearn import __version__ as sklearn_version
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
+from consumer import __version__
 from consumer.classify.base import TierAnswer, ticket_text
 from consumer.learn.encoder import TextEncoder
 from consumer.learn.model_cache import ModelCache, cache_key
@@ -579,10 +581,6 @@ MODEL_FORMAT = "local-model-1"
 
 def fitted_key(taxonomy: Taxonomy, examples: Sequence[LabeledText], dense: TextEncoder | None) -> str:
     """What identifies a fitted model: every input of the fit and the versions of the code doing it."""
-    import sklearn
-
-    from consumer import __version__
-
     labeled = orjson.dumps(
         [[example.text, example.labels] for example in examples], option=orjson.OPT_SORT_KEYS
     )
@@ -590,7 +588,7 @@ def fitted_key(taxonomy: Taxonomy, examples: Sequence[LabeledText], dense: TextE
         [
             MODEL_FORMAT,
             __version__,
-            sklearn.__version__,
+            sklearn_version,
             np.__version__,
             f"C={DEFAULT_C};dense={dense.name if dense else 'none'}*{DENSE_WEIGHT};iter={MAX_ITERATIONS}",
             taxonomy.fingerprint(),
