@@ -82,6 +82,7 @@ def build_claude_tiers(
         settings.retrieved_examples,
         settings.retrieval_min_similarity,
         settings.dense_encoder,
+        settings.retrieved_per_label,
     )
     on_request, on_retry = llm_call_counters(metrics) if metrics is not None else (None, None)
     return [

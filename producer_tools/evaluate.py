@@ -287,7 +287,8 @@ def retrieval_figures(
         sides = [retrieval.Side(load_examples(path), items)]
         source = str(path) if path is not None else "the bundled training file"
     floor = settings.retrieval_min_similarity
-    found = retrieval.retrieve(sides, options.retrieval_k, floor, dense_encoder(settings.dense_encoder))
+    dense = dense_encoder(settings.dense_encoder)
+    found = retrieval.retrieve(sides, options.retrieval_k, floor, dense, settings.retrieved_per_label)
     return retrieval.recall_report(found, taxonomy.axis_names, options.retrieval_k, floor, source)
 
 

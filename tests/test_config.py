@@ -211,3 +211,17 @@ def test_a_closed_pipe_is_not_reported_as_a_mistake() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 141, done.stderr
     assert done.stderr == ""
+
+
+def test_an_empty_path_variable_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`LOCAL_MODEL_CACHE=` once cached fitted models in the working directory (Path("") is ".")."""
+    monkeypatch.setenv("LOCAL_MODEL_CACHE", "")
+    monkeypatch.setenv("LOCAL_TRAINING_PATH", " ")
+    settings = load_settings()
+    assert settings.local_model_cache is None
+    assert settings.local_training_path is None
+
+
+def test_retrieval_keeps_one_example_per_label_combination_by_default() -> None:
+    assert load_settings().retrieved_per_label == 1
+    assert load_settings(retrieved_per_label=0).retrieved_per_label == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from consumer.classify.claude import load_examples
+from consumer.classify.prompt import Example
 from consumer.learn.dense import EncoderUnavailable
 from consumer.learn.retriever import RECENT, build_retriever
 from consumer.taxonomy import load_taxonomy
@@ -39,7 +40,21 @@ def test_a_ticket_equal_to_an_example_retrieves_it_first_with_its_labels() -> No
     assert found[0][0].example_id == example.example_id and found[0][1] > 0.99
     assert [similarity for _, similarity in found] == sorted((s for _, s in found), reverse=True)
     assert all(similarity >= 0.1 for _, similarity in found)
-    assert f"k=5;floor=0.1;{retriever.store.name}" == retriever.signature
+    assert f"k=5;per_label=0;floor=0.1;{retriever.store.name}" == retriever.signature
+
+
+def test_a_per_label_limit_shows_more_labels_and_is_part_of_the_signature() -> None:
+    plain = build_retriever(EXAMPLES, TAXONOMY, 5, 0.0)
+    diverse = build_retriever(EXAMPLES, TAXONOMY, 5, 0.0, per_label=1)
+    assert plain is not None and diverse is not None
+    ticket = event("E-3", "Refund", "I was charged twice for my subscription this month.")
+
+    def combinations(found: list[tuple[Example, float]]) -> list[tuple[str, ...]]:
+        return [tuple(sorted(example.labels.values())) for example, _ in found]
+
+    assert len(set(combinations(diverse(ticket)))) == len(diverse(ticket)) == 5
+    assert len(set(combinations(plain(ticket)))) < 5, "the plain nearest repeat a label combination here"
+    assert diverse.signature != plain.signature and "per_label=1" in diverse.signature
 
 
 def test_retrieval_off_or_nothing_labeled_gives_no_retriever() -> None:

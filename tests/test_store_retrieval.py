@@ -46,29 +46,30 @@ def neighbour(labels: dict[str, str], similarity: float = 0.5) -> Neighbour:
     return Neighbour(Example("ex", "", "text", labels), similarity)
 
 
-def test_recall_report_per_axis_plain_and_one_per_label() -> None:
+def test_recall_report_per_axis_as_retrieved_and_nearest() -> None:
     retrieved = Retrieved(
         gold=[{"team": "billing", "urgency": "high"}, {"team": "bug", "urgency": "low"}],
-        plain=[
+        configured=[
+            [neighbour({"team": "billing", "urgency": "low"}), neighbour({"team": "bug", "urgency": "high"})],
+            [neighbour({"team": "bug", "urgency": "low"})],
+        ],
+        nearest=[
             [
                 neighbour({"team": "billing", "urgency": "low"}),
                 neighbour({"team": "billing", "urgency": "low"}),
             ],
             [neighbour({"team": "bug", "urgency": "low"})],
         ],
-        one_per_label=[
-            [neighbour({"team": "billing", "urgency": "low"}), neighbour({"team": "bug", "urgency": "high"})],
-            [neighbour({"team": "bug", "urgency": "low"})],
-        ],
+        per_label=1,
         store_name="store",
         store_sizes=[10],
         seconds=0.1,
         labeled_axes=frozenset({"team", "urgency"}),
     )
     report = recall_report(retrieved, ["team", "urgency", "intent"], 2, 0.1, "train.csv")
-    assert report["recall_at_k"] == {"team": 1.0, "urgency": 0.5, "intent": None}
-    assert report["recall_at_k_one_per_label"] == {"team": 1.0, "urgency": 1.0, "intent": None}
-    assert report["mean_retrieved"] == 1.5
+    assert report["recall_at_k"] == {"team": 1.0, "urgency": 1.0, "intent": None}
+    assert report["recall_at_k_nearest"] == {"team": 1.0, "urgency": 0.5, "intent": None}
+    assert report["mean_retrieved"] == 1.5 and report["per_label"] == 1
     assert (report["k"], report["min_similarity"], report["source"]) == (2, 0.1, "train.csv")
 
 
@@ -105,7 +106,8 @@ def test_evaluate_reports_recall_at_k_from_the_training_side(tmp_path: Path) -> 
     retrieval = read_report(out)["retrieval"]
     assert retrieval["k"] == 3 and retrieval["min_similarity"] > 0
     assert retrieval["source"] == str(train_csv) and retrieval["store_sizes"] == [len(train_rows)]
-    for key in ("recall_at_k", "recall_at_k_one_per_label"):
+    assert retrieval["per_label"] == 1  # RETRIEVED_PER_LABEL's default
+    for key in ("recall_at_k", "recall_at_k_nearest"):
         assert set(retrieval[key]) == {"intent"}
         assert 0.0 <= retrieval[key]["intent"] <= 1.0
     assert retrieval["recall_at_k"]["intent"] > 0.5  # far above chance (3 of 77 labels)
@@ -130,7 +132,7 @@ def test_cross_validated_recall_and_the_terminal_table(
     retrieval = read_report(out)["retrieval"]
     assert retrieval["source"] == "the other 2 folds"
     assert sum(retrieval["store_sizes"]) == 2 * len(rows)  # each row is in the store of the 2 other folds
-    assert 0.0 < retrieval["recall_at_k"]["intent"] <= retrieval["recall_at_k_one_per_label"]["intent"] <= 1.0
+    assert 0.0 < retrieval["recall_at_k_nearest"]["intent"] <= retrieval["recall_at_k"]["intent"] <= 1.0
     assert "label recall@5" in capsys.readouterr().out
     assert "Example store: label recall@5" in page.read_text("utf-8")
 

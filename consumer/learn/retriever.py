@@ -27,16 +27,19 @@ class TicketRetriever:
     is kept, so a ticket that escalates is not encoded twice.
     """
 
-    def __init__(self, store: ExampleStore, k: int, min_similarity: float) -> None:
+    def __init__(self, store: ExampleStore, k: int, min_similarity: float, per_label: int = 0) -> None:
         self.store = store
         self.k = k
         self.min_similarity = min_similarity
+        self.per_label = per_label
         self._recent: OrderedDict[str, list[tuple[Example, float]]] = OrderedDict()
 
     def __call__(self, ticket: TicketEvent) -> list[tuple[Example, float]]:
         found = self._recent.get(ticket.event_id)
         if found is None:
-            neighbours = self.store.nearest(ticket_text(ticket), self.k, self.min_similarity)
+            neighbours = self.store.nearest(
+                ticket_text(ticket), self.k, self.min_similarity, self.per_label or None
+            )
             found = [(neighbour.example, neighbour.similarity) for neighbour in neighbours]
             self._recent[ticket.event_id] = found
             if len(self._recent) > RECENT:
@@ -45,8 +48,8 @@ class TicketRetriever:
 
     @property
     def signature(self) -> str:
-        """What ``prompt_version`` records: k, the floor, the encoder and index."""
-        return f"k={self.k};floor={self.min_similarity:g};{self.store.name}"
+        """What ``prompt_version`` records: k, the per-label limit, the floor, the encoder and index."""
+        return f"k={self.k};per_label={self.per_label};floor={self.min_similarity:g};{self.store.name}"
 
 
 def build_retriever(
@@ -55,11 +58,14 @@ def build_retriever(
     k: int,
     min_similarity: float,
     dense: str = "none",
+    per_label: int = 0,
 ) -> TicketRetriever | None:
     """A retriever over the examples labeled in this taxonomy, or None when retrieval is off (k = 0)
     or there is nothing to retrieve. ``dense`` names the encoder put beside the n-grams
-    (``DENSE_ENCODER``); it is loaded only when there is a store to build."""
+    (``DENSE_ENCODER``); it is loaded only when there is a store to build. ``per_label`` caps the
+    examples sharing one label combination (0: no cap)."""
     usable = usable_examples(examples, taxonomy)
     if k <= 0 or not usable:
         return None
-    return TicketRetriever(ExampleStore.build(usable, dense=dense_encoder(dense)), k, min_similarity)
+    store = ExampleStore.build(usable, dense=dense_encoder(dense))
+    return TicketRetriever(store, k, min_similarity, per_label)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from consumer.errors import UserError
-from producer_tools.evaluation.terminal import cost_per_10k
+from producer_tools.evaluation.terminal import cost_per_10k, per_label_phrase
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
@@ -260,19 +260,19 @@ def _cv_html(cv: Mapping[str, Any]) -> str:
 def _retrieval_html(retrieval: Mapping[str, Any]) -> str:
     k = retrieval["k"]
     rows = [
-        [axis, pct(recall), pct(retrieval["recall_at_k_one_per_label"][axis])]
+        [axis, pct(recall), pct(retrieval["recall_at_k_nearest"][axis])]
         for axis, recall in retrieval["recall_at_k"].items()
     ]
     note = (
-        f"The share of tickets whose true label is among the labels of the {k} most similar labeled "
-        f"examples (from {retrieval['source']}, similarity floor {retrieval['min_similarity']:g}, "
+        f"The share of tickets whose true label is among the labels of the {k} labeled examples "
+        f"retrieved for it (from {retrieval['source']}, similarity floor "
+        f"{retrieval['min_similarity']:g}, {per_label_phrase(retrieval['per_label'])}, "
         f"{retrieval['mean_retrieved']:.1f} retrieved per ticket on average): the most that examples "
-        "retrieved into a prompt can show the model. 'One per label': at most one example per label "
-        "combination."
+        f"retrieved into a prompt can show the model. Beside it, the same for the plain {k} nearest."
     )
     return (
         f"<h2>Example store: label recall@{k}</h2><p class='note'>{html.escape(note)}</p>"
-        f"{table(['axis', f'recall@{k}', f'recall@{k}, one per label'], rows)}"
+        f"{table(['axis', f'recall@{k} as retrieved', f'the {k} nearest'], rows)}"
     )
 
 

@@ -70,11 +70,13 @@ def labels_on(axis: str, neighbours: Sequence[Neighbour]) -> list[str]:
 
 @dataclass(frozen=True)
 class Retrieved:
-    """Every query's gold labels beside what plain and label-diverse retrieval returned for it."""
+    """Every query's gold labels beside what the router's retrieval (at most ``per_label`` examples
+    per label combination) and the plain k nearest returned for it."""
 
     gold: list[Mapping[str, str]]
-    plain: list[list[Neighbour]]
-    one_per_label: list[list[Neighbour]]
+    configured: list[list[Neighbour]]
+    nearest: list[list[Neighbour]]
+    per_label: int
     store_name: str
     store_sizes: list[int]
     seconds: float
@@ -83,31 +85,37 @@ class Retrieved:
 
 
 def retrieve(
-    sides: Sequence[Side], k: int, min_similarity: float, dense: TextEncoder | None = None
+    sides: Sequence[Side],
+    k: int,
+    min_similarity: float,
+    dense: TextEncoder | None = None,
+    per_label: int = 0,
 ) -> Retrieved:
     """Build one store per side and query it with that side's tickets, in one batch each."""
     started = time.process_time()
     gold: list[Mapping[str, str]] = []
-    plain: list[list[Neighbour]] = []
-    diverse: list[list[Neighbour]] = []
+    configured: list[list[Neighbour]] = []
+    nearest: list[list[Neighbour]] = []
     name, sizes, axes = "", list[int](), set[str]()
     for side in sides:
         axes.update(axis for example in side.examples for axis in example.labels)
         store = ExampleStore.build(side.examples, dense=dense)
         texts = [item.text for item in side.queries]
         vectors = store.encoder.encode(texts)
-        plain += store.search(vectors, k, min_similarity)
-        diverse += store.search(vectors, k, min_similarity, max_per_label=1)
+        nearest_here = store.search(vectors, k, min_similarity)
+        nearest += nearest_here
+        configured += store.search(vectors, k, min_similarity, per_label) if per_label else nearest_here
         gold += [item.gold for item in side.queries]
         name, sizes = store.name, [*sizes, len(store)]
-    return Retrieved(gold, plain, diverse, name, sizes, time.process_time() - started, frozenset(axes))
+    seconds = time.process_time() - started
+    return Retrieved(gold, configured, nearest, per_label, name, sizes, seconds, frozenset(axes))
 
 
 def recall_report(
     retrieved: Retrieved, axes: Sequence[str], k: int, min_similarity: float, source: str
 ) -> dict[str, Any]:
-    """The ``retrieval`` section of the report: recall@k per axis, plain and one example per label
-    (None on an axis no stored example is labeled on)."""
+    """The ``retrieval`` section of the report: recall@k per axis as the router retrieves and for the
+    plain k nearest (None on an axis no stored example is labeled on)."""
 
     def recall(neighbours: Sequence[Sequence[Neighbour]], axis: str) -> float | None:
         if axis not in retrieved.labeled_axes:
@@ -122,8 +130,9 @@ def recall_report(
         "source": source,
         "store": retrieved.store_name,
         "store_sizes": retrieved.store_sizes,
-        "recall_at_k": {axis: recall(retrieved.plain, axis) for axis in axes},
-        "recall_at_k_one_per_label": {axis: recall(retrieved.one_per_label, axis) for axis in axes},
-        "mean_retrieved": sum(len(found) for found in retrieved.plain) / n if n else 0.0,
+        "per_label": retrieved.per_label,
+        "recall_at_k": {axis: recall(retrieved.configured, axis) for axis in axes},
+        "recall_at_k_nearest": {axis: recall(retrieved.nearest, axis) for axis in axes},
+        "mean_retrieved": sum(len(found) for found in retrieved.configured) / n if n else 0.0,
         "cpu_s": retrieved.seconds,
     }

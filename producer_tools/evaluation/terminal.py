@@ -210,6 +210,11 @@ def cv_table(cv: Mapping[str, Any]) -> Table:
     return table
 
 
+def per_label_phrase(per_label: int) -> str:
+    """How the router caps examples sharing one label combination (``RETRIEVED_PER_LABEL``)."""
+    return "no per-label limit" if per_label == 0 else f"at most {per_label} per label combination"
+
+
 def retrieval_table(retrieval: Mapping[str, Any]) -> Table:
     """Label recall@k per axis: how often the k retrieved examples show the ticket's true label."""
     k = retrieval["k"]
@@ -219,10 +224,10 @@ def retrieval_table(retrieval: Mapping[str, Any]) -> Table:
         f"{retrieval['mean_retrieved']:.1f} examples retrieved per ticket on average",
     )
     table.add_column("axis")
-    table.add_column(f"recall@{k}", justify="right")
-    table.add_column(f"recall@{k}, one per label", justify="right")
+    table.add_column(f"recall@{k} as retrieved ({per_label_phrase(retrieval['per_label'])})", justify="right")
+    table.add_column(f"the {k} nearest", justify="right")
     for axis, recall in retrieval["recall_at_k"].items():
-        table.add_row(axis, pct(recall), pct(retrieval["recall_at_k_one_per_label"][axis]))
+        table.add_row(axis, pct(recall), pct(retrieval["recall_at_k_nearest"][axis]))
     return table
 
 
