@@ -32,6 +32,7 @@ from consumer.classify.models import (
     retirement_error,
     thinking_room_warning,
 )
+from schemas.corrections import DEFAULT_CORRECTIONS_TOPIC
 
 KNOWN_TIERS = ("local", "fast", "strong")
 
@@ -72,6 +73,9 @@ class Settings(BaseSettings):
     )
     input_topic: str = "tickets"
     triage_topic: str = "needs-human-triage"
+    corrections_topic: str = Field(
+        default=DEFAULT_CORRECTIONS_TOPIC, min_length=1, description="Where corrections go and are read"
+    )
     queue_topic_prefix: str = Field(
         default="",
         description="Prepended to every queue topic (e.g. 'staging.'); queue names stay unprefixed",

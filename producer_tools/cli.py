@@ -15,6 +15,7 @@ from consumer.cli import run_cli
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "producer_tools.publish",
+    "producer_tools.correct",
     "producer_tools.tail",
     "producer_tools.replay",
     "producer_tools.evaluate",

@@ -47,6 +47,7 @@ TOOL_SETTINGS: tuple[str, ...] = (
     "kafka_ssl_keyfile",
     "input_topic",
     "triage_topic",
+    "corrections_topic",
     "queue_topic_prefix",
     "topic_partitions",
     "topic_replication_factor",
