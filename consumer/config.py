@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     )
     low_confidence_action: Literal["triage", "route_flagged"] = "triage"
     local_training_path: Path | None = None
-    dense_encoder: Literal["none", "wordllama", "minilm"] = Field(
+    dense_encoder: Literal["none", "wordllama", "minilm", "e5"] = Field(
         default="wordllama",
         description="Sentence vectors beside the n-grams (local tier and example store); none: n-grams only",
     )
@@ -136,6 +136,18 @@ class Settings(BaseSettings):
         ge=0,
         le=20,
         description="At most this many retrieved examples with the same labels on every axis; 0: no limit",
+    )
+    learn_from_corrections: bool = Field(
+        default=True, description="Read CORRECTIONS_TOPIC: the example store and the local tier learn from it"
+    )
+    retrain_after: int = Field(
+        default=50, ge=0, description="New corrected labels before the local tier is refitted; 0: never"
+    )
+    recent_decisions: int = Field(
+        default=20_000,
+        ge=0,
+        le=1_000_000,
+        description="Routed tickets remembered (text, labels) so a correction without text can be learned",
     )
     retrieval_min_similarity: float = Field(
         default=0.1, ge=0.0, le=1.0, description="Retrieved examples less similar than this are left out"

@@ -124,6 +124,30 @@ class Metrics:
             PREFIX + "assigned_partitions", "Input partitions owned by this instance", registry=r
         )
         self.ready = Gauge(PREFIX + "ready", "1 when /readyz would answer 200", registry=r)
+        # Counted by the replica that routed the corrected ticket (it knows what it decided), once:
+        # per routed ticket, the production error rate of each axis.
+        self.corrections = Counter(
+            PREFIX + "corrections",
+            "Fields people corrected on tickets this instance routed: what it said, what they said",
+            ["field", "from_label", "to_label", "source"],
+            registry=r,
+        )
+        self.corrections_read = Counter(
+            PREFIX + "corrections_read",
+            "Corrections read, by what became of them (learned, no_text, incomplete, unknown_label, "
+            "invalid, duplicate)",
+            ["outcome"],
+            registry=r,
+        )
+        self.learned_examples = Gauge(
+            PREFIX + "learned_examples", "Labeled examples learned from corrections", registry=r
+        )
+        self.local_retrains = Counter(
+            PREFIX + "local_model_retrains",
+            "Local tier refits on corrections, by result",
+            ["result"],
+            registry=r,
+        )
         self.info = Gauge(
             PREFIX + "build_info",
             "Versions in use",

@@ -8,10 +8,11 @@ are created before the consumer joins, so nothing is published to a topic that d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -22,14 +23,24 @@ from consumer import __version__
 from consumer.api.health import BrokerProbe, ClaudeApiProbe, api_problem, build_app, start_http
 from consumer.classify.base import Tier
 from consumer.classify.language import EnglishDetector
-from consumer.classify.local import LocalTier, train_local_model
+from consumer.classify.local import (
+    LabeledText,
+    LocalModel,
+    LocalTier,
+    fit_local_model,
+    read_training_jsonl,
+    train_local_model,
+)
 from consumer.classify.pipeline import Pipeline
 from consumer.config import Settings
 from consumer.kafka.connection import client_options
 from consumer.kafka.dedup import RecentIds
 from consumer.kafka.loop import KafkaLoop, LoopSettings, OutcomeHook
-from consumer.kafka.topics import ensure_topics, topics_to_create
+from consumer.kafka.topics import KEEP_FOREVER, ensure_topics, topics_to_create
+from consumer.learn.corrections import RecentDecisions, decision_of, triaged_decision
 from consumer.learn.dense import dense_encoder
+from consumer.learn.learner import CorrectionLearner, LearnerParts
+from consumer.learn.store import ExampleStore
 from consumer.metrics import Metrics
 from consumer.processing import InputRecord, Outcome, ProcessorConfig, RecordProcessor
 from consumer.taxonomy import Taxonomy, load_taxonomy
@@ -192,6 +203,57 @@ def build_pipeline(settings: Settings, taxonomy: Taxonomy, tiers: list[Tier]) ->
     )
 
 
+def remember_decisions(decisions: RecentDecisions, triage_topic: str) -> OutcomeHook:
+    """Keep each decision's text and labels, so a correction that names only the event can teach."""
+
+    def hook(_record: InputRecord, outcome: Outcome, _elapsed: float) -> None:
+        if outcome.kind == "routed" and outcome.routed is not None:
+            decisions.remember(outcome.routed.ticket.event_id, decision_of(outcome.routed))
+        elif outcome.kind == "triaged" and outcome.ticket is not None:
+            partial = outcome.triage.partial_classification if outcome.triage is not None else None
+            decisions.remember(
+                outcome.ticket.event_id, triaged_decision(outcome.ticket, partial, triage_topic)
+            )
+
+    return hook
+
+
+def example_store_of(tiers: list[Tier]) -> ExampleStore | None:
+    """The store the Claude tiers retrieve from (one, shared), or None without retrieval."""
+    for tier in tiers:
+        store = getattr(getattr(tier, "retriever", None), "store", None)
+        if isinstance(store, ExampleStore):
+            return store
+    return None
+
+
+def build_learner(
+    settings: Settings, taxonomy: Taxonomy, tiers: list[Tier], decisions: RecentDecisions, metrics: Metrics
+) -> CorrectionLearner | None:
+    """The corrections learner, or None when ``LEARN_FROM_CORRECTIONS`` is off."""
+    if not settings.learn_from_corrections:
+        return None
+    local = next((tier for tier in tiers if isinstance(tier, LocalTier)), None)
+    dense = dense_encoder(settings.dense_encoder) if local is not None else None
+    base: list[LabeledText] = read_training_jsonl(settings.local_training_path) if local is not None else []
+
+    def refit(examples: Sequence[LabeledText]) -> LocalModel:
+        return fit_local_model(taxonomy, examples, dense, settings.local_model_cache)
+
+    parts = LearnerParts(
+        topic=settings.corrections_topic,
+        taxonomy=taxonomy,
+        decisions=decisions,
+        store=example_store_of(tiers),
+        local=local,
+        base_training=base,
+        refit=refit,
+        retrain_after=settings.retrain_after,
+        metrics=metrics,
+    )
+    return CorrectionLearner(parts, producer=None)
+
+
 def log_outcome(log_text: bool) -> OutcomeHook:
     def hook(record: InputRecord, outcome: Outcome, elapsed: float) -> None:
         fields: dict[str, object] = {
@@ -247,6 +309,8 @@ class RunningService:
     http_port: int
     claude: ClaudeApiProbe | None = None
     """Whether the Claude API answers; None when no tier uses it."""
+    learner: CorrectionLearner | None = None
+    """What corrections taught this instance; None with ``LEARN_FROM_CORRECTIONS=false``."""
 
 
 def record_outcome_metrics(metrics: Metrics) -> OutcomeHook:
@@ -302,6 +366,14 @@ async def run_service(
             settings.topic_replication_factor,
             options,
         )
+        if settings.learn_from_corrections:
+            created += await ensure_topics(
+                [settings.corrections_topic],
+                settings.topic_partitions,
+                settings.topic_replication_factor,
+                options,
+                KEEP_FOREVER,
+            )
         if created:
             log.info("created %d topics", len(created), extra={"topics": created})
     fetch_bytes = max(1_048_576, settings.max_event_bytes * FETCH_BYTES_HEADROOM)
@@ -327,7 +399,19 @@ async def run_service(
         max_request_size=fetch_bytes + 262_144,
         enable_idempotence=False,
     )
-    hooks = [record_outcome_metrics(metrics), log_outcome(settings.log_ticket_text), *(extra_hooks or [])]
+    decisions = RecentDecisions(settings.recent_decisions)
+    learner = build_learner(settings, taxonomy, tiers, decisions, metrics)
+    learner_consumer = (
+        AIOKafkaConsumer(**options, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
+        if learner is not None
+        else None
+    )
+    hooks = [
+        record_outcome_metrics(metrics),
+        log_outcome(settings.log_ticket_text),
+        remember_decisions(decisions, settings.triage_topic),
+        *(extra_hooks or []),
+    ]
     loop = KafkaLoop(
         LoopSettings(
             max_in_flight=settings.max_in_flight,
@@ -343,6 +427,7 @@ async def run_service(
         on_outcome=fan_out(hooks),
     )
     loop_task: asyncio.Task[None] | None = None
+    learner_task: asyncio.Task[None] | None = None
     runner: web.AppRunner | None = None
     try:
         runner, http_port = await start_http(
@@ -351,6 +436,10 @@ async def run_service(
             settings.metrics_port,
         )
         await producer.start()
+        if learner is not None and learner_consumer is not None:
+            learner.producer = producer
+            await learner_consumer.start()
+            learner_task = asyncio.create_task(learner.run(learner_consumer, stop), name="corrections")
         consumer.subscribe([settings.input_topic], listener=loop.listener)
         await consumer.start()
         log.info(
@@ -366,9 +455,15 @@ async def run_service(
         freeze_start_up_heap()
         loop_task = asyncio.create_task(loop.run(stop), name="kafka-loop")
         if on_started is not None:
-            on_started(RunningService(loop, metrics, http_port, claude))
+            on_started(RunningService(loop, metrics, http_port, claude, learner))
         await loop_task
     finally:
+        if learner_task is not None:
+            learner_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await learner_task
+        if learner_consumer is not None:
+            await learner_consumer.stop()
         if claude is not None:
             await claude.close()
         await stop_consumer(consumer, joined=loop_task is not None)

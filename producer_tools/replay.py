@@ -28,6 +28,7 @@ from aiokafka import TopicPartition
 from pydantic import ValidationError
 
 from consumer.errors import UserError
+from consumer.kafka.reading import caught_up
 from consumer.kafka.topics import ensure_topics
 from producer_tools.kafka_io import (
     Connection,
@@ -252,7 +253,7 @@ async def read_triage(
         consumer.assign(list(partitions))
         await consumer.seek_to_beginning(*partitions)
         while max_replays is None or len(plan.replays) < max_replays:
-            if await _caught_up(consumer, partitions):
+            if await caught_up(consumer, partitions):
                 plan.caught_up = True
                 break
             wait_ms = POLL_MS if deadline is None else min(POLL_MS, int((deadline - loop.time()) * 1000))
@@ -263,7 +264,7 @@ async def read_triage(
                 raw = [(Position(r.topic, r.partition, r.offset), r.value) for r in batch[tp]]
                 plan_replays(raw, kinds, _utc_now, _fresh_id, plan, max_replays)
         if not plan.caught_up:  # stopped by --max or --timeout: was that the end anyway?
-            plan.caught_up = await _caught_up(consumer, partitions)
+            plan.caught_up = await caught_up(consumer, partitions)
     return plan
 
 
@@ -273,14 +274,6 @@ def _utc_now() -> datetime:
 
 def _fresh_id() -> str:
     return str(uuid.uuid4())
-
-
-async def _caught_up(consumer: Any, partitions: Sequence[TopicPartition]) -> bool:
-    for tp in partitions:
-        highwater = consumer.highwater(tp)
-        if highwater is None or await consumer.position(tp) < highwater:
-            return False
-    return True
 
 
 async def publish_replays(

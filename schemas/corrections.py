@@ -87,6 +87,14 @@ class Correction(BaseModel):
         default=None, description="The ticket's text, for tickets the router may not have seen"
     )
     language: str | None = Field(default=None, max_length=35, description="BCP 47 tag of the text")
+    router_labels: dict[NonEmptyId, NonEmptyId] = Field(
+        default_factory=dict,
+        description=(
+            "Set by the router that routed the event when it republishes the correction with the "
+            "ticket's text: its own labels, kept on the axes the person did not correct. Producers "
+            "leave it out; a correction carrying it is not counted again"
+        ),
+    )
 
     @model_validator(mode="after")
     def _corrects_something(self) -> Correction:

@@ -33,6 +33,7 @@ def router_settings(bootstrap: str, **overrides: Any) -> Settings:
         "kafka_bootstrap_servers": bootstrap,
         "input_topic": f"tickets-{tag}",
         "triage_topic": f"triage-{tag}",
+        "corrections_topic": f"corrections-{tag}",
         "queue_topic_prefix": f"t{tag}.",
         "consumer_group": f"router-{tag}",
         "topic_partitions": 3,

@@ -27,7 +27,7 @@ def test_a_key_selects_fast_then_strong() -> None:
         ({"tiers": "local,turbo"}, "TIERS: unknown tier 'turbo' (allowed: local, fast, strong)"),
         ({"tiers": "fast", "anthropic_api_key": None}, "needs ANTHROPIC_API_KEY"),
         ({"low_confidence_action": "drop"}, "LOW_CONFIDENCE_ACTION"),
-        ({"dense_encoder": "bert"}, "DENSE_ENCODER: Input should be 'none', 'wordllama' or 'minilm'"),
+        ({"dense_encoder": "bert"}, "DENSE_ENCODER: Input should be 'none', 'wordllama', 'minilm' or 'e5'"),
         ({"auto_offset_reset": "middle"}, "AUTO_OFFSET_RESET: Input should be 'earliest' or 'latest'"),
         ({"max_in_flight": 0}, "MAX_IN_FLIGHT"),
         ({"kafka_security_protocol": "SASL_SSL"}, "KAFKA_SASL_MECHANISM"),

@@ -49,6 +49,7 @@ REQUIRED_ALERTS = {
     "TicketRouterNotConsuming",
     "TicketRouterReadinessFlapping",
     "TicketRouterNoReadyReplica",
+    "TicketRouterCorrectionRateRising",
 }
 Manifest = dict[str, Any]
 
@@ -644,6 +645,8 @@ def test_alert_rules_are_complete() -> None:
     assert 'status!="ok"' in by_name["TicketRouterLLMErrorRatioHigh"]
     assert "ticket_router_events_consumed_total" in by_name["TicketRouterNotConsuming"]
     assert "changes(ticket_router_ready[" in by_name["TicketRouterReadinessFlapping"]
+    rising = by_name["TicketRouterCorrectionRateRising"]
+    assert "ticket_router_corrections_total" in rising and "offset 1w" in rising and "> 0.10" in rising
 
 
 @pytest.mark.parametrize("source", ["dashboard", "rules"])

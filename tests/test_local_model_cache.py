@@ -108,7 +108,7 @@ def test_cache_keys_separate_their_parts() -> None:
     assert cache_key(["a", b"b"]) == cache_key([b"a", "b"])
 
 
-@pytest.mark.parametrize("name", ["wordllama", "minilm"])
+@pytest.mark.parametrize("name", ["wordllama", "minilm", "e5"])
 def test_dense_encoders_give_unit_rows_and_closer_meanings(name: str) -> None:
     encoder = dense_encoder(name)
     assert encoder is not None

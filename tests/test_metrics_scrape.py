@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
+from schemas.codec import encode
+from schemas.corrections import Correction, CorrectionSource
 from tests.kafka_helpers import OutcomeCounter, create_topics, produce, router_settings, running_router
 from tests.test_deploy import used_metric_names
 from tests.test_end_to_end import ticket_event
@@ -109,11 +113,27 @@ async def scrape_until(
         await asyncio.sleep(0.3)
 
 
+async def correct_one(bootstrap: str, topic: str, counter: OutcomeCounter, learner: Any) -> None:
+    """A person moves one routed ticket to another team: the correction metrics and a refit follow."""
+    routed = next(o.routed for o in counter.outcomes if o.routed is not None)
+    team = routed.classification.axes["team"].label
+    fix = Correction(
+        ticket_id=routed.ticket.ticket_id,
+        event_id=routed.ticket.event_id,
+        labels={"team": "security" if team != "security" else "billing"},
+        source=CorrectionSource.AGENT,
+        actor="agent-1",
+        corrected_at=datetime.now(UTC),
+    )
+    produce(bootstrap, topic, [(fix.ticket_id.encode(), encode(fix))])
+    await asyncio.wait_for(learner.wait_until(lambda: learner.retrains >= 1), timeout=120)
+
+
 async def test_scrape_exposes_every_metric_the_dashboard_and_alerts_use(
     bootstrap: str, training_texts: list[str]
 ) -> None:
     settings = router_settings(
-        bootstrap, low_confidence_action="route_flagged", max_event_bytes=MAX_EVENT_BYTES
+        bootstrap, low_confidence_action="route_flagged", max_event_bytes=MAX_EVENT_BYTES, retrain_after=1
     )
     create_topics(bootstrap, [settings.input_topic], partitions=settings.topic_partitions)
     valid = [ticket_event(i, training_texts[i % len(training_texts)]) for i in range(VALID)]
@@ -127,6 +147,7 @@ async def test_scrape_exposes_every_metric_the_dashboard_and_alerts_use(
     counter = OutcomeCounter()
     async with running_router(settings, extra_hooks=[counter.hook]) as running:
         await counter.wait_for(len(records))
+        await correct_one(bootstrap, settings.corrections_topic, counter, running.learner)
         base = f"http://127.0.0.1:{running.http_port}"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             status, body = await get(session, f"{base}/healthz")

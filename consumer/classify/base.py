@@ -43,7 +43,11 @@ class Tier(Protocol):
     """A classifier tier. ``name`` is its place in TIERS (local, fast, strong)."""
 
     name: str
-    model: str
+
+    @property
+    def model(self) -> str:
+        """The model that answers (the local tier's changes when it is refitted)."""
+        ...
 
     async def classify(self, ticket: TicketEvent) -> TierAnswer:
         """Classify one ticket; raises TierUnavailable or TierInvalidOutput."""

@@ -386,7 +386,7 @@ class ClaudeTier:
         self._on_retry = on_retry
         self._on_request = on_request
         self._jitter = jitter
-        self._retriever = retriever
+        self.retriever = retriever
         self._token_factor = tokenizer_factor(model)
 
     def __repr__(self) -> str:
@@ -394,7 +394,7 @@ class ClaudeTier:
 
     async def classify(self, ticket: TicketEvent) -> TierAnswer:
         loop = asyncio.get_running_loop()
-        similar = self._retriever(ticket) if self._retriever is not None else ()
+        similar = self.retriever(ticket) if self.retriever is not None else ()
         content, section = user_turn(ticket, self.body_char_limit, similar)
         call = _Call(
             started=time.perf_counter(),

@@ -422,6 +422,9 @@ class LocalModel:
         self.taxonomy = taxonomy
         self.dense = dense
         self.c = c
+        self.version = ""
+        """Short hash of everything fitted on (``fitted_key``), set by ``fit_local_model``: a
+        retrain on corrections gets a new one, so a routed ticket names the model that decided it."""
 
     @property
     def name(self) -> str:
@@ -512,7 +515,7 @@ class LocalModel:
 @dataclass
 class _Pending:
     text: str
-    future: asyncio.Future[Classification]
+    future: asyncio.Future[tuple[Classification, str]]
 
 
 class LocalTier:
@@ -522,10 +525,20 @@ class LocalTier:
 
     def __init__(self, local_model: LocalModel, max_batch: int = 256) -> None:
         self.local_model = local_model
-        self.model = local_model.name
         self.max_batch = max_batch
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def model(self) -> str:
+        """The deciding model and its version: ``local-tfidf+wordllama-l2_supercat-256-lr@3f9a0c1d2b``."""
+        model = self.local_model
+        return f"{model.name}@{model.version}" if model.version else model.name
+
+    def swap(self, local_model: LocalModel) -> None:
+        """Use ``local_model`` from the next batch on. A batch is predicted in one synchronous call, so
+        no ticket sees half of each model and none waits for the swap."""
+        self.local_model = local_model
 
     async def classify(self, ticket: TicketEvent) -> TierAnswer:
         started = time.perf_counter()
@@ -533,12 +546,12 @@ class LocalTier:
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._drain_forever(), name="local-tier-batcher")
         assert self._queue is not None
-        future: asyncio.Future[Classification] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[Classification, str]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(ticket_text(ticket), future))
-        classification = await future
+        classification, model = await future
         attempt = TierAttempt(
             tier=self.name,
-            model=self.model,
+            model=model,
             outcome="answered",
             latency_ms=(time.perf_counter() - started) * 1000,
             usage=TokenUsage(),
@@ -556,6 +569,7 @@ class LocalTier:
             self._answer(batch)
 
     def _answer(self, batch: list[_Pending]) -> None:
+        model = self.model
         try:
             predictions = self.local_model.predict([p.text for p in batch])
         except Exception as exc:  # a model failure must reach every waiting ticket, not kill the batcher
@@ -565,7 +579,7 @@ class LocalTier:
             return
         for pending, prediction in zip(batch, predictions, strict=True):
             if not pending.future.done():
-                pending.future.set_result(prediction)
+                pending.future.set_result((prediction, model))
 
     async def close(self) -> None:
         if self._worker is not None:
@@ -574,6 +588,7 @@ class LocalTier:
 
 
 _TRAINED: dict[str, LocalModel] = {}
+MODEL_VERSION_CHARS = 10
 TRAINED_CACHE_SIZE = 2
 MODEL_FORMAT = "local-model-1"
 """Part of the disk cache's key: change it whenever ``FittedParts`` or the fitting changes meaning."""
@@ -609,7 +624,17 @@ def train_local_model(
     Only the two most recent models stay in memory, so a cross-validation run does not hold every
     fold's model.
     """
-    examples = read_training_jsonl(training_path)
+    return fit_local_model(taxonomy, read_training_jsonl(training_path), dense, cache_dir)
+
+
+def fit_local_model(
+    taxonomy: Taxonomy,
+    examples: Sequence[LabeledText],
+    dense: TextEncoder | None = None,
+    cache_dir: Path | None = None,
+) -> LocalModel:
+    """``train_local_model`` on examples already read: the training file plus what corrections
+    taught (a retrain); a model fitted on the same examples before is reused."""
     key = fitted_key(taxonomy, examples, dense)
     model = _TRAINED.pop(key, None)
     if model is None:
@@ -622,6 +647,7 @@ def train_local_model(
             model.fit(examples)
             if cache is not None:
                 cache.save(key, model.parts)
+        model.version = key[:MODEL_VERSION_CHARS]
     _TRAINED[key] = model
     while len(_TRAINED) > TRAINED_CACHE_SIZE:
         del _TRAINED[next(iter(_TRAINED))]

@@ -110,6 +110,7 @@ class ExampleStore:
     def __init__(self, encoder: TextEncoder) -> None:
         self.encoder = encoder
         self._examples: list[Example] = []
+        self._keys: dict[str, int] = {}
         self._index = Index(
             ndim=encoder.dim,
             metric="cos",
@@ -145,7 +146,7 @@ class ExampleStore:
         return store
 
     def __len__(self) -> int:
-        return len(self._examples)
+        return len(self._keys)
 
     @property
     def name(self) -> str:
@@ -153,13 +154,19 @@ class ExampleStore:
         return f"{self.encoder.name}+hnsw-{VECTOR_DTYPE}-m{CONNECTIVITY}"
 
     def add(self, examples: Iterable[Example], threads: int = 1) -> None:
-        """Encode and index ``examples``; each is returned by ``nearest`` from now on."""
-        new = list(examples)
+        """Encode and index ``examples``; each is returned by ``nearest`` from now on. An example
+        whose ``example_id`` is already stored replaces it (a ticket corrected twice teaches once)."""
+        new = list({example.example_id: example for example in examples}.values())
         if not new:
             return
+        for example in new:
+            old = self._keys.pop(example.example_id, None)
+            if old is not None:
+                self._index.remove(old)
         vectors = self.encoder.encode([example_text(example) for example in new])
         first = len(self._examples)
         self._examples.extend(new)
+        self._keys.update((example.example_id, first + offset) for offset, example in enumerate(new))
         self._index.add(np.arange(first, first + len(new), dtype=np.uint64), vectors, threads=threads)
 
     def nearest(
