@@ -26,7 +26,7 @@ from consumer.kafka.embedded_broker import BrokerStartError, EmbeddedBroker, por
 from consumer.learn.dense import EncoderUnavailable
 from consumer.logs import configure_logging
 from consumer.routing import reachable_queues
-from consumer.service import install_signal_handlers, run_service
+from consumer.service import check_shadow_name, install_signal_handlers, run_service
 from consumer.taxonomy import TaxonomyError, load_taxonomy
 
 USER_ERRORS = (
@@ -53,21 +53,28 @@ def kafka_endpoint(settings: Settings) -> Iterator[str]:
         yield broker.bootstrap_servers
 
 
-async def _consume(settings: Settings) -> None:
+async def _consume(settings: Settings, shadow: str | None = None) -> None:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     with kafka_endpoint(settings) as bootstrap:
         await preflight(settings, bootstrap)
         try:
-            await run_service(settings, bootstrap, stop)
+            await run_service(settings, bootstrap, stop, shadow=shadow)
         except KafkaConnectionError as exc:
             raise UserError(f"lost Kafka at {bootstrap} while starting: {exc}") from None
 
 
-def cmd_consume(_args: argparse.Namespace) -> int:
+def cmd_consume(args: argparse.Namespace) -> int:
+    check_shadow_name(args.shadow)
     settings = load_settings()
+    if args.shadow is not None and settings.embedded_broker:
+        # An embedded broker of its own would hold no live traffic: the shadow would wait forever.
+        raise UserError(
+            "--shadow needs KAFKA_BOOTSTRAP_SERVERS: a shadow reads the live router's input topic "
+            "(for `ticket-router run`, the address it printed)"
+        )
     configure_logging(settings.log_level)
-    asyncio.run(_consume(settings))
+    asyncio.run(_consume(settings, args.shadow))
     return 0
 
 
@@ -113,7 +120,8 @@ def cmd_taxonomy_check(args: argparse.Namespace) -> int:
     print(f"taxonomy {taxonomy.name!r} version {taxonomy.version} (fingerprint {taxonomy.fingerprint()})")
     for name, axis in taxonomy.axes.items():
         default = ", default" if axis.threshold_is_default else ""
-        print(f"  {name} (threshold {axis.threshold}{default}): {', '.join(axis.labels)}")
+        local = f", local tier {axis.local_threshold}" if axis.local_threshold is not None else ""
+        print(f"  {name} (threshold {axis.threshold}{default}{local}): {', '.join(axis.labels)}")
     queues = reachable_queues(taxonomy)
     print(f"  {len(queues)} queues: {', '.join(queues)}")
     return 0
@@ -125,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     consume = commands.add_parser("consume", help="run the service (the main job)")
+    consume.add_argument(
+        "--shadow",
+        metavar="NAME",
+        default=None,
+        help="run as candidate NAME: own consumer group, decisions to topic shadow.NAME only, "
+        "never to a queue or the triage topic (compare: ticket-tools shadow-report NAME)",
+    )
     consume.set_defaults(handler=cmd_consume)
 
     run = commands.add_parser("run", help="local demo: embedded broker, service, sample tickets, live table")

@@ -8,10 +8,13 @@ Each service instance owns a registry, so several routers can live in one test p
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from consumer.classify.pipeline import PipelineResult
 
@@ -209,3 +212,40 @@ class Metrics:
             for sample in family.samples:
                 names.add(sample.name)
         return names
+
+
+class LabeledCollector(Collector):
+    """Every sample of ``source`` with one more label, added as it is collected (nothing is copied
+    until a scrape asks)."""
+
+    def __init__(self, source: CollectorRegistry, name: str, value: str) -> None:
+        self.source = source
+        self.name = name
+        self.value = value
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.source.collect():
+            labeled = Metric(family.name, family.documentation, family.type, family.unit)
+            labeled.samples = [
+                sample._replace(labels={**sample.labels, self.name: self.value}) for sample in family.samples
+            ]
+            yield labeled
+
+
+class ShadowMetrics(Metrics):
+    """A shadow's metrics: the live router's, exposed with ``shadow="NAME"`` on every sample.
+
+    A shadow is usually scraped by the same Prometheus as the live router, under the same metric
+    names; the label keeps its series apart (``{shadow=""}`` selects the live router's alone). It is
+    added at exposition, so the code that counts is the live router's, unchanged, and ``registry``
+    still answers ``get_sample_value`` without the label.
+    """
+
+    def __init__(self, shadow: str) -> None:
+        super().__init__()
+        self.shadow = shadow
+        self.exposed = CollectorRegistry()
+        self.exposed.register(LabeledCollector(self.registry, "shadow", shadow))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.exposed)

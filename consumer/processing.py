@@ -3,13 +3,17 @@
 Every path ends in an ``Outcome``: bad bytes, a failed model and an unexpected bug all become
 triage records carrying the original bytes, so the Kafka loop never has a reason to drop or
 skip a record. Publishing is the loop's job; this module does no Kafka I/O.
+
+A shadow (``ticket-router consume --shadow NAME``) runs the same processing; ``as_shadow`` then
+turns the outcome into the ``ShadowDecision`` it publishes instead, so what a candidate would do is
+decided by exactly the code that decides for the live router.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pydantic import ValidationError
@@ -26,8 +30,10 @@ from schemas.events import (
     RoutedTicket,
     SourcePosition,
     TicketEvent,
+    TokenUsage,
     TriageRecord,
 )
+from schemas.shadow import ShadowDecision, shadow_topic
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,8 @@ class Outcome:
     ticket: TicketEvent | None = None
     result: PipelineResult | None = None
     skip_reason: str | None = None
+    latency_ms: float = 0.0
+    """Time spent classifying (0 when nothing was classified): the ShadowDecision's latency."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class ProcessorConfig:
     queue_topic_prefix: str
     router_version: str
     prompt_version: str
+    shadow: str | None = None
+    """A shadow's name: every outcome is published as a ShadowDecision to ``shadow.NAME`` instead."""
 
 
 class RecordProcessor:
@@ -81,10 +91,11 @@ class RecordProcessor:
 
     async def process(self, record: InputRecord) -> Outcome:
         try:
-            return await self._process(record)
+            outcome = await self._process(record)
         except Exception as exc:  # a bug must not lose the ticket: it goes to triage with the reason
             log.exception("internal error while processing record", extra={"offset": record.offset})
-            return self.triage(record, ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            outcome = self.triage(record, ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        return outcome if self.config.shadow is None else as_shadow(outcome, self.config.shadow)
 
     async def _process(self, record: InputRecord) -> Outcome:
         raw = record.value or b""
@@ -111,6 +122,7 @@ class RecordProcessor:
             return self.skipped(ticket, "agent_reply")
         started = time.perf_counter()
         result = await self.pipeline.classify(ticket)
+        latency_ms = (time.perf_counter() - started) * 1000
         if result.error_kind is not None or result.classification is None:
             return self.triage(
                 record,
@@ -118,8 +130,9 @@ class RecordProcessor:
                 result.error_message,
                 ticket=ticket,
                 result=result,
+                latency_ms=latency_ms,
             )
-        return self.routed(record, ticket, result, (time.perf_counter() - started) * 1000)
+        return self.routed(record, ticket, result, latency_ms)
 
     @staticmethod
     def skipped(ticket: TicketEvent, reason: str) -> Outcome:
@@ -161,6 +174,7 @@ class RecordProcessor:
             routed=routed,
             ticket=ticket,
             result=result,
+            latency_ms=routed.latency_ms,
         )
 
     def triage(
@@ -172,6 +186,7 @@ class RecordProcessor:
         ticket: TicketEvent | None = None,
         result: PipelineResult | None = None,
         document: object = None,
+        latency_ms: float = 0.0,
     ) -> Outcome:
         raw = record.value or b""
         truncated = len(raw) > TRIAGE_ORIGINAL_CAP
@@ -205,7 +220,72 @@ class RecordProcessor:
             triage=triage,
             ticket=ticket,
             result=result,
+            latency_ms=round(latency_ms, 3),
         )
+
+
+def as_shadow(outcome: Outcome, name: str) -> Outcome:
+    """The outcome as the shadow ``name`` publishes it: its ShadowDecision to ``shadow.NAME``.
+
+    Everything else is kept (the routed ticket or triage record it would have published, the
+    pipeline result), so the metrics, logs and corrections hooks see what they see in the live
+    router; only where the record goes changes. A skipped record publishes nothing, as live.
+    """
+    decision = shadow_decision(outcome, name)
+    if decision is None:
+        return replace(outcome, topic=None, key=None, value=None)
+    return replace(outcome, topic=shadow_topic(name), value=encode(decision))
+
+
+def shadow_decision(outcome: Outcome, name: str) -> ShadowDecision | None:
+    """What the router would have published, as a ShadowDecision; None for a skipped record."""
+    if outcome.kind == "routed" and outcome.routed is not None:
+        routed = outcome.routed
+        return ShadowDecision(
+            shadow=name,
+            outcome="routed",
+            ticket_id=routed.ticket.ticket_id,
+            event_id=routed.ticket.event_id,
+            queue=routed.queue,
+            rule=routed.rule,
+            classification=routed.classification,
+            model_used=routed.model_used,
+            tiers_tried=routed.tiers_tried,
+            escalated=routed.escalated,
+            low_confidence=routed.low_confidence,
+            tier_attempts=routed.tier_attempts,
+            usage=routed.usage,
+            cost_usd=routed.cost_usd,
+            latency_ms=routed.latency_ms,
+            prompt_version=routed.prompt_version,
+            router_version=routed.router_version,
+            decided_at=routed.classified_at,
+            source=routed.source,
+        )
+    if outcome.kind == "triaged" and outcome.triage is not None:
+        triage, result = outcome.triage, outcome.result
+        return ShadowDecision(
+            shadow=name,
+            outcome="triaged",
+            ticket_id=triage.ticket_id,
+            event_id=triage.event_id,
+            classification=triage.partial_classification,
+            error_kind=triage.error_kind,
+            message=triage.message,
+            model_used=result.model_used if result else "",
+            tiers_tried=triage.tiers_tried,
+            escalated=result.escalated if result else False,
+            low_confidence=result.low_confidence if result else False,
+            tier_attempts=result.attempts if result else [],
+            usage=result.usage if result else TokenUsage(),
+            cost_usd=result.cost_usd if result else 0.0,
+            latency_ms=outcome.latency_ms,
+            prompt_version=triage.prompt_version,
+            router_version=triage.router_version,
+            decided_at=triage.triaged_at,
+            source=triage.source,
+        )
+    return None
 
 
 def _string_field(document: object, name: str) -> str | None:

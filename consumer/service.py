@@ -3,6 +3,10 @@
 Start-up order matters for operators: configuration and the taxonomy are checked (and the local
 model trained) before any connection is made, so a bad config fails fast with one line; topics
 are created before the consumer joins, so nothing is published to a topic that does not exist.
+
+With ``shadow`` set (``consume --shadow NAME``) the same service is a candidate: its own consumer
+group on the same input, every decision published to ``shadow.NAME`` and nowhere else, its
+metrics labelled ``shadow="NAME"``, and no queue or triage topic created.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from consumer.classify.local import (
 )
 from consumer.classify.pipeline import Pipeline
 from consumer.config import Settings
+from consumer.errors import UserError
 from consumer.kafka.connection import client_options
 from consumer.kafka.dedup import RecentIds
 from consumer.kafka.loop import KafkaLoop, LoopSettings, OutcomeHook
@@ -41,9 +46,10 @@ from consumer.learn.corrections import RecentDecisions, decision_of, triaged_dec
 from consumer.learn.dense import dense_encoder
 from consumer.learn.learner import CorrectionLearner, LearnerParts
 from consumer.learn.store import ExampleStore
-from consumer.metrics import Metrics
+from consumer.metrics import Metrics, ShadowMetrics
 from consumer.processing import InputRecord, Outcome, ProcessorConfig, RecordProcessor
 from consumer.taxonomy import Taxonomy, load_taxonomy
+from schemas.shadow import shadow_group, shadow_name_problem, shadow_topic
 
 if TYPE_CHECKING:
     from consumer.classify.claude import ClaudeTier
@@ -196,6 +202,7 @@ def build_pipeline(settings: Settings, taxonomy: Taxonomy, tiers: list[Tier]) ->
     return Pipeline(
         tiers,
         taxonomy.thresholds(),
+        tier_thresholds={"local": taxonomy.thresholds("local")},
         low_confidence_action=settings.low_confidence_action,
         non_english_to_strong=settings.non_english_to_strong,
         deadline_s=settings.ticket_deadline_s,
@@ -228,9 +235,15 @@ def example_store_of(tiers: list[Tier]) -> ExampleStore | None:
 
 
 def build_learner(
-    settings: Settings, taxonomy: Taxonomy, tiers: list[Tier], decisions: RecentDecisions, metrics: Metrics
+    settings: Settings,
+    taxonomy: Taxonomy,
+    tiers: list[Tier],
+    decisions: RecentDecisions,
+    metrics: Metrics,
+    shadow: bool = False,
 ) -> CorrectionLearner | None:
-    """The corrections learner, or None when ``LEARN_FROM_CORRECTIONS`` is off."""
+    """The corrections learner, or None when ``LEARN_FROM_CORRECTIONS`` is off; a shadow's learns
+    without counting or republishing corrections."""
     if not settings.learn_from_corrections:
         return None
     local = next((tier for tier in tiers if isinstance(tier, LocalTier)), None)
@@ -250,13 +263,15 @@ def build_learner(
         refit=refit,
         retrain_after=settings.retrain_after,
         metrics=metrics,
+        shadow=shadow,
     )
     return CorrectionLearner(parts, producer=None)
 
 
-def log_outcome(log_text: bool) -> OutcomeHook:
+def log_outcome(log_text: bool, shadow: str | None = None) -> OutcomeHook:
     def hook(record: InputRecord, outcome: Outcome, elapsed: float) -> None:
-        fields: dict[str, object] = {
+        fields: dict[str, object] = {"shadow": shadow} if shadow is not None else {}
+        fields |= {
             "ticket_id": outcome.ticket_id,
             "outcome": outcome.kind,
             "partition": record.partition,
@@ -329,16 +344,34 @@ def record_outcome_metrics(metrics: Metrics) -> OutcomeHook:
     return hook
 
 
+def topics_of(settings: Settings, taxonomy: Taxonomy, shadow: str | None) -> list[str]:
+    """The topics this instance reads and publishes to: a shadow's are the input and its own."""
+    if shadow is None:
+        return topics_to_create(settings, taxonomy)
+    return [settings.input_topic, shadow_topic(shadow)]
+
+
+def check_shadow_name(shadow: str | None) -> None:
+    """A name that cannot be part of a topic name stops the start-up with one line."""
+    problem = shadow_name_problem(shadow) if shadow is not None else None
+    if problem is not None:
+        raise UserError(f"--shadow {shadow!r}: {problem}")
+
+
 async def run_service(
     settings: Settings,
     bootstrap_servers: str,
     stop: asyncio.Event,
     on_started: Callable[[RunningService], None] | None = None,
     extra_hooks: list[OutcomeHook] | None = None,
+    shadow: str | None = None,
 ) -> None:
-    """Run until ``stop`` is set; drains, commits and closes everything before returning."""
+    """Run until ``stop`` is set; drains, commits and closes everything before returning.
+
+    ``shadow`` names a candidate: see the module's docstring."""
+    check_shadow_name(shadow)
     taxonomy = load_taxonomy(settings.taxonomy_path)
-    metrics = Metrics()
+    metrics = Metrics() if shadow is None else ShadowMetrics(shadow)
     tiers = build_tiers(settings, taxonomy, metrics)
     claude = await check_models(settings, tiers)
     if "local" in settings.effective_tiers and settings.anthropic_api_key is None:
@@ -353,6 +386,7 @@ async def run_service(
             queue_topic_prefix=settings.queue_topic_prefix,
             router_version=__version__,
             prompt_version=prompt_version,
+            shadow=shadow,
         ),
         taxonomy,
         pipeline,
@@ -361,7 +395,7 @@ async def run_service(
     options = client_options(settings, bootstrap_servers)
     if settings.create_topics:
         created = await ensure_topics(
-            topics_to_create(settings, taxonomy),
+            topics_of(settings, taxonomy, shadow),
             settings.topic_partitions,
             settings.topic_replication_factor,
             options,
@@ -377,9 +411,10 @@ async def run_service(
         if created:
             log.info("created %d topics", len(created), extra={"topics": created})
     fetch_bytes = max(1_048_576, settings.max_event_bytes * FETCH_BYTES_HEADROOM)
+    group = settings.consumer_group if shadow is None else shadow_group(settings.consumer_group, shadow)
     consumer = AIOKafkaConsumer(
         **options,
-        group_id=settings.consumer_group,
+        group_id=group,
         enable_auto_commit=False,
         auto_offset_reset=settings.auto_offset_reset,
         session_timeout_ms=settings.session_timeout_ms,
@@ -400,7 +435,7 @@ async def run_service(
         enable_idempotence=False,
     )
     decisions = RecentDecisions(settings.recent_decisions)
-    learner = build_learner(settings, taxonomy, tiers, decisions, metrics)
+    learner = build_learner(settings, taxonomy, tiers, decisions, metrics, shadow=shadow is not None)
     learner_consumer = (
         AIOKafkaConsumer(**options, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
         if learner is not None
@@ -408,7 +443,7 @@ async def run_service(
     )
     hooks = [
         record_outcome_metrics(metrics),
-        log_outcome(settings.log_ticket_text),
+        log_outcome(settings.log_ticket_text, shadow),
         remember_decisions(decisions, settings.triage_topic),
         *(extra_hooks or []),
     ]
@@ -443,10 +478,12 @@ async def run_service(
         consumer.subscribe([settings.input_topic], listener=loop.listener)
         await consumer.start()
         log.info(
-            "consuming %s as group %s",
+            "consuming %s as group %s%s",
             settings.input_topic,
-            settings.consumer_group,
+            group,
+            f", publishing to {shadow_topic(shadow)} only" if shadow is not None else "",
             extra={
+                **({"shadow": shadow} if shadow is not None else {}),
                 "tiers": settings.effective_tiers,
                 "prompt_version": prompt_version,
                 "http_port": http_port,

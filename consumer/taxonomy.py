@@ -50,6 +50,12 @@ class Axis(BaseModel):
 
     description: str = ""
     threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0.0, le=1.0)
+    local_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="The local tier's own threshold: its probabilities are not Claude's confidences",
+    )
     labels: dict[str, str] = Field(min_length=2)
 
     @property
@@ -132,7 +138,15 @@ class Taxonomy(BaseModel):
     def axis_names(self) -> list[str]:
         return list(self.axes)
 
-    def thresholds(self) -> dict[str, float]:
+    def thresholds(self, tier: str | None = None) -> dict[str, float]:
+        """Per axis, the confidence a tier's answer must reach. The local tier uses an axis's
+        ``local_threshold`` when the file sets one (its class probabilities are calibrated
+        differently from a model's stated confidence); every other tier uses ``threshold``."""
+        if tier == "local":
+            return {
+                name: axis.threshold if axis.local_threshold is None else axis.local_threshold
+                for name, axis in self.axes.items()
+            }
         return {name: axis.threshold for name, axis in self.axes.items()}
 
     def fingerprint(self) -> str:
@@ -142,6 +156,9 @@ class Taxonomy(BaseModel):
         threshold counts as ``DEFAULT_THRESHOLD``), not the text as written.
         """
         effective = self.model_dump(mode="json", exclude_defaults=False, exclude_unset=False)
+        for axis in effective["axes"].values():
+            if axis.get("local_threshold") is None:
+                axis.pop("local_threshold", None)  # unset: the same fingerprint as before it existed
         canonical = orjson.dumps(effective, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(canonical).hexdigest()[:12]
 

@@ -19,9 +19,11 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "producer_tools.tail",
     "producer_tools.replay",
     "producer_tools.evaluate",
+    "producer_tools.tune",
     "producer_tools.fake_api",
     "producer_tools.bench",
     "producer_tools.costs",
+    "producer_tools.shadow_report",
 )
 
 

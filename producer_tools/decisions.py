@@ -24,7 +24,7 @@ from consumer.routing import reachable_queues
 from consumer.taxonomy import Taxonomy
 from producer_tools.kafka_io import Connection, cluster_topics, kafka_errors_as_user_errors, reader
 from schemas.codec import DecodeError, decode
-from schemas.events import RoutedTicket, TicketEvent, TriageRecord
+from schemas.events import ErrorKind, RoutedTicket, TicketEvent, TierAttempt, TriageRecord
 
 POLL_MS = 200
 
@@ -47,6 +47,10 @@ class LiveDecision:
     ticket: TicketEvent | None = None
     error_kind: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    low_confidence: bool = False
+    """Routed flagged (an axis under its threshold on the last tier), or triaged for that reason."""
+    tier_attempts: Sequence[TierAttempt] = ()
+    """What each tier did (model, tokens, cost): the per-model figures of ``evaluate --corrections``."""
 
     @property
     def decided_by(self) -> str:
@@ -69,6 +73,8 @@ def from_routed(routed: RoutedTicket) -> LiveDecision:
         cost_usd=routed.cost_usd,
         latency_ms=routed.latency_ms,
         ticket=routed.ticket,
+        low_confidence=routed.low_confidence,
+        tier_attempts=list(routed.tier_attempts),
     )
 
 
@@ -97,6 +103,7 @@ def from_triage(record: TriageRecord, triage_topic: str) -> LiveDecision | None:
         latency_ms=0.0,
         ticket=ticket,
         error_kind=record.error_kind.value,
+        low_confidence=record.error_kind is ErrorKind.LOW_CONFIDENCE,
     )
 
 

@@ -13,6 +13,13 @@ example store's label recall@k (how often retrieved examples show a ticket's tru
       --text-column text --label-column category --tiers local --json out.json
   ticket-tools evaluate banking77-train.csv --cv 5 --taxonomy taxonomies/banking77.yaml \\
       --text-column text --label-column category --tiers local
+
+With --corrections there is no LABELED file and nothing is classified: the corrections people made
+(CORRECTIONS_TOPIC) are joined with what the live router decided (its queue and triage topics) by
+event id, and the same report describes the router as deployed. An axis a correction does not
+name counts as confirmed; a queue override is the right queue.
+
+  ticket-tools evaluate --corrections --bootstrap kafka:9092 --since 2026-11-01 --html prod.html
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +40,20 @@ import orjson
 from consumer.config import ConfigError, Settings, load_settings
 from consumer.errors import UserError
 from consumer.taxonomy import Taxonomy, load_taxonomy
-from producer_tools.evaluation import metrics
+from producer_tools.decisions import read_live_decisions, read_to_end
+from producer_tools.evaluation import golden, metrics
 from producer_tools.evaluation.dataset import LabeledTicket, read_labeled, training_jsonl
 from producer_tools.evaluation.retrieval import DEFAULT_RETRIEVAL_K
 from producer_tools.evaluation.runner import AxisAnswer, FoldRun, TicketOutcome, run_pipeline
 from producer_tools.evaluation.summary import summarize
+from producer_tools.kafka_io import (
+    Connection,
+    add_connection_arguments,
+    cluster_topics,
+    connection_from_args,
+    require_topics,
+)
+from schemas.corrections import Correction
 
 DEFAULT_CONCURRENCY = 32
 
@@ -65,13 +82,17 @@ def add_parser(subcommands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "labeled", type=Path, metavar="LABELED", help="labeled JSONL, or CSV with --text-column"
+        "labeled",
+        type=Path,
+        nargs="?",
+        metavar="LABELED",
+        help="labeled JSONL, or CSV with --text-column (none with --corrections)",
     )
     parser.add_argument(
         "--tiers", help="ordered tiers, e.g. local or fast,strong (default: TIERS or the service's)"
     )
     parser.add_argument(
-        "--repeat", type=int, default=1, metavar="K", help="run K times to measure consistency"
+        "--repeat", type=int, metavar="K", help="run K times to measure consistency (default 1)"
     )
     parser.add_argument(
         "--taxonomy", type=Path, metavar="FILE", help="taxonomy file (default: TAXONOMY_PATH)"
@@ -106,12 +127,65 @@ def add_parser(subcommands: Any) -> None:
     parser.add_argument(
         "--html", type=Path, dest="html_out", metavar="OUT.html", help="write a self-contained page"
     )
+    live = parser.add_argument_group("the live router on its corrections (a production golden set)")
+    live.add_argument(
+        "--corrections",
+        action="store_true",
+        help="score the live router's decisions against the corrections people made, instead of LABELED",
+    )
+    live.add_argument("--corrections-topic", metavar="T", help="default: CORRECTIONS_TOPIC")
+    live.add_argument(
+        "--since", metavar="TIME", help="only corrections made at or after TIME (ISO 8601; UTC if no zone)"
+    )
+    live.add_argument("--until", metavar="TIME", help="only corrections made before TIME")
+    add_connection_arguments(parser)
     parser.set_defaults(handler=run)
+
+
+LABELED_ONLY_FLAGS = {
+    "cv": "--cv",
+    "train": "--train",
+    "tiers": "--tiers",
+    "repeat": "--repeat",
+    "text_column": "--text-column",
+    "label_column": "--label-column",
+}
+CORRECTIONS_ONLY_FLAGS = {
+    "corrections_topic": "--corrections-topic",
+    "since": "--since",
+    "until": "--until",
+    "bootstrap": "--bootstrap",
+}
+
+
+def given_flags(args: argparse.Namespace, flags: dict[str, str]) -> list[str]:
+    return [flag for dest, flag in flags.items() if getattr(args, dest) is not None]
+
+
+def check_mode(args: argparse.Namespace) -> None:
+    """LABELED or --corrections, and only the flags that mean something for the one chosen."""
+    if args.corrections:
+        if args.labeled is not None:
+            raise UserError("--corrections reads its gold labels from the corrections topic; drop LABELED")
+        misplaced = given_flags(args, LABELED_ONLY_FLAGS)
+        if misplaced:
+            raise UserError(
+                f"--corrections scores what the live router decided and classifies nothing; "
+                f"do not combine it with {', '.join(misplaced)}"
+            )
+        return
+    if args.labeled is None:
+        raise UserError("LABELED is required (or --corrections, to score the live router on its corrections)")
+    misplaced = given_flags(args, CORRECTIONS_ONLY_FLAGS)
+    if misplaced:
+        raise UserError(f"{', '.join(misplaced)} only apply with --corrections")
 
 
 def options_from(args: argparse.Namespace) -> Options:
     """Check the flags that depend on each other; each mistake is one line for the user."""
-    if args.repeat < 1:
+    check_mode(args)
+    repeat = 1 if args.repeat is None else args.repeat
+    if repeat < 1:
         raise UserError("--repeat must be at least 1")
     if args.concurrency < 1:
         raise UserError("--concurrency must be at least 1")
@@ -128,7 +202,7 @@ def options_from(args: argparse.Namespace) -> Options:
         overrides["taxonomy_path"] = args.taxonomy
     return Options(
         labeled=args.labeled,
-        repeat=args.repeat,
+        repeat=repeat,
         concurrency=args.concurrency,
         train=args.train,
         cv=args.cv,
@@ -332,11 +406,99 @@ async def evaluate(options: Options) -> dict[str, Any]:
     return report
 
 
+# --- the live router on its corrections ---------------------------------------------------------
+
+TIME_EXAMPLES = "e.g. 2026-11-01 or 2026-11-01T09:00:00+01:00"
+
+
+def moment(flag: str, text: str | None) -> datetime | None:
+    """An ISO 8601 date or time from the command line; one without a zone is UTC."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"{flag}: expected an ISO 8601 date or time ({TIME_EXAMPLES}), not {text!r}"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def window_from(args: argparse.Namespace) -> golden.Window:
+    since, until = moment("--since", args.since), moment("--until", args.until)
+    if since is not None and until is not None and since >= until:
+        raise UserError(f"--since {args.since} is not before --until {args.until}")
+    return golden.Window(since, until)
+
+
+async def read_corrections(connection: Connection, topic: str) -> tuple[list[Correction], int]:
+    """Every record of the corrections topic, to its high watermark, and how many were not one."""
+    require_topics(await cluster_topics(connection), [topic], " (--corrections-topic or CORRECTIONS_TOPIC)")
+    try:
+        records = await read_to_end(connection, [topic])
+    except TimeoutError:
+        raise UserError(f"reading {topic} from {connection.bootstrap} did not finish in time") from None
+    return golden.parse_corrections(value for _, value in records)
+
+
+def nothing_to_score(topic: str, join: dict[str, Any]) -> str:
+    """Why a run has no figures, in the join's own terms (the usual cause: the wrong topics)."""
+    return (
+        f"no correction on {topic!r} could be scored (records read {join['records_read']}, "
+        f"corrected events {join['corrected_events']}, of them not on the queue or triage topics "
+        f"{join['unmatched']}; events on those topics {join['events_read']}; not scored "
+        f"{sum(join['not_scored'].values())}; outside --since/--until {join['outside_window']})"
+    )
+
+
+async def corrections_report(args: argparse.Namespace) -> dict[str, Any]:
+    """The usual report dict, of the live decisions the corrections name, plus the join's figures.
+
+    The corrections are read before the decisions: every event a correction names was decided
+    before it was corrected, so it is on the queue topics by the time they are read (unless
+    retention dropped it, which the join counts as unmatched).
+    """
+    started = time.perf_counter()
+    window = window_from(args)
+    connection = connection_from_args(args)
+    settings = connection.settings
+    origin = "--taxonomy" if args.taxonomy is not None else "TAXONOMY_PATH"
+    taxonomy = load_taxonomy(args.taxonomy or settings.taxonomy_path, origin=origin)
+    topic = args.corrections_topic or settings.corrections_topic
+    corrections, invalid = await read_corrections(connection, topic)
+    decisions = await read_live_decisions(connection, settings, taxonomy)
+    found = golden.join(corrections, decisions, taxonomy, window, invalid)
+    if not found.scored:
+        raise UserError(nothing_to_score(topic, found.join))
+    reference = f"corrections on {topic} (the live labels on the axes a correction does not name)"
+    report = summarize(
+        taxonomy, found.items, [found.outcomes], None, reference=reference, queues=found.queues
+    )
+    report["by_tier"] = golden.tier_report(found, taxonomy.axis_names)
+    report["coverage_curve"]["source"] = "live answers, confidence of the tier that answered"
+    report["corrections"] = {"topic": topic, **found.join}
+    report["run"] = {
+        "labeled_file": None,
+        "corrections_topic": topic,
+        "bootstrap": connection.bootstrap,
+        "taxonomy": taxonomy.name,
+        "taxonomy_fingerprint": taxonomy.fingerprint(),
+        "tiers": golden.tiers_seen(found.outcomes),
+        "models": golden.models_seen(found.outcomes),
+        "repeat": 1,
+        "wall_s": time.perf_counter() - started,
+    }
+    return report
+
+
 def run(args: argparse.Namespace) -> int:
     from producer_tools.evaluation import terminal
 
-    options = options_from(args)
-    report = asyncio.run(evaluate(options))
+    if args.corrections:
+        check_mode(args)
+        report = asyncio.run(corrections_report(args))
+    else:
+        report = asyncio.run(evaluate(options_from(args)))
     if args.json_out is not None:
         args.json_out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     if args.html_out is not None:
@@ -344,7 +506,8 @@ def run(args: argparse.Namespace) -> int:
 
         args.html_out.write_text(html_report.render(report), encoding="utf-8")
     terminal.render(report)
-    return exit_status(report)
+    # A golden set of triaged tickets is still a true account of production, not a failed run.
+    return 0 if args.corrections else exit_status(report)
 
 
 def exit_status(report: dict[str, Any]) -> int:

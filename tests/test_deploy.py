@@ -644,7 +644,7 @@ def test_alert_rules_are_complete() -> None:
     assert "> 0.05" in by_name["TicketRouterTriageRatioHigh"]
     assert 'status!="ok"' in by_name["TicketRouterLLMErrorRatioHigh"]
     assert "ticket_router_events_consumed_total" in by_name["TicketRouterNotConsuming"]
-    assert "changes(ticket_router_ready[" in by_name["TicketRouterReadinessFlapping"]
+    assert 'changes(ticket_router_ready{shadow=""}[' in by_name["TicketRouterReadinessFlapping"]
     rising = by_name["TicketRouterCorrectionRateRising"]
     assert "ticket_router_corrections_total" in rising and "offset 1w" in rising and "> 0.10" in rising
 
@@ -681,3 +681,14 @@ def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
         assert names, f"no ticket_router_ metric found in {source}"
         unknown = sorted(names - exposable)
         assert not unknown, f"{source} uses metrics the service does not export: {unknown}"
+
+
+@pytest.mark.parametrize("source", ["dashboard", "rules"])
+def test_every_query_describes_the_live_router_not_a_shadow(source: str) -> None:
+    """A shadow's samples carry shadow="NAME"; every selector must keep them out with shadow=""."""
+    exprs = (
+        list(dashboard_exprs(dashboard())) if source == "dashboard" else [a["expr"] for a in alert_rules()]
+    )
+    for expr in exprs:
+        for match in re.finditer(r"(ticket_router_[a-z_]+)(\{[^}]*\})?", expr):
+            assert match.group(2) and 'shadow=""' in match.group(2), f"{match.group(1)} in {expr}"

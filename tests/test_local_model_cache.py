@@ -56,7 +56,8 @@ def test_a_restart_reads_the_fitted_model_back(
     restored = train_local_model(load_taxonomy(), training_file, dense_encoder("wordllama"), cache)
     assert restored is not fitted
     assert restored.predict(PROBES) == fitted.predict(PROBES)
-    assert LocalTier(restored).model == "local-tfidf+wordllama-l2_supercat-256-lr"
+    assert LocalTier(restored).model == LocalTier(fitted).model == f"{fitted.name}@{fitted.version}"
+    assert fitted.name == "local-tfidf+wordllama-l2_supercat-256-lr" and len(fitted.version) == 10
 
 
 def test_other_data_or_another_encoder_is_a_miss(training_file: Path, tmp_path: Path) -> None:

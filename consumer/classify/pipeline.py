@@ -92,10 +92,12 @@ class Pipeline:
         non_english_to_strong: bool = True,
         deadline_s: float = 60.0,
         is_english: Callable[[TicketEvent], bool] = lambda _ticket: True,
+        tier_thresholds: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         self.tiers = {tier.name: tier for tier in tiers}
         self.order = [tier.name for tier in tiers]
         self.thresholds = dict(thresholds)
+        self.tier_thresholds = {name: dict(values) for name, values in (tier_thresholds or {}).items()}
         self.low_confidence_action = low_confidence_action
         self.non_english_to_strong = non_english_to_strong
         self.deadline_s = deadline_s
@@ -128,7 +130,8 @@ class Pipeline:
                 last_failure, message = ErrorKind.LLM_INVALID_OUTPUT, f"{name}: {exc}"
                 result.attempts.append(self._failed(tier, "invalid_output", exc, started))
                 continue
-            below = axes_below_threshold(answer.classification, self.thresholds)
+            thresholds = self.tier_thresholds.get(name, self.thresholds)
+            below = axes_below_threshold(answer.classification, thresholds)
             result.classification = answer.classification
             if not below:
                 result.attempts.append(answer.attempt)

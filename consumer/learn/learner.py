@@ -52,6 +52,9 @@ class LearnerParts:
     refit: Refit | None
     retrain_after: int
     metrics: Metrics
+    shadow: bool = False
+    """A shadow routed nothing live: it learns (so a candidate with retrieval sees corrections) but
+    neither counts corrections as its errors nor republishes copies of them."""
 
 
 def labeled_text(example: Example) -> LabeledText:
@@ -97,7 +100,7 @@ class CorrectionLearner:
         if correction.correction_id in self.seen:
             return "duplicate"
         decision = self.parts.decisions.get(correction.event_id)
-        if live and decision is not None and not correction.router_labels:
+        if live and decision is not None and not correction.router_labels and not self.parts.shadow:
             for change in changes(correction, decision):
                 metric = self.parts.metrics.corrections
                 metric.labels(change.field, change.before, change.after, correction.source.value).inc()
@@ -111,12 +114,11 @@ class CorrectionLearner:
             return verdict.reason
         self.seen.add(correction.correction_id)
         self.learn(verdict.example)
-        if decision is not None and correction.body is None and self.producer is not None:
+        producer = None if self.parts.shadow else self.producer
+        if decision is not None and correction.body is None and producer is not None:
             # The other replicas (and this one after a restart) cannot join it: give them the text.
             copy = with_router_text(correction, decision)
-            await self.producer.send_and_wait(
-                self.parts.topic, encode(copy), key=correction.ticket_id.encode()
-            )
+            await producer.send_and_wait(self.parts.topic, encode(copy), key=correction.ticket_id.encode())
         return "learned"
 
     def learn(self, example: Example) -> None:

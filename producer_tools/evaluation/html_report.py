@@ -14,7 +14,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from consumer.errors import UserError
-from producer_tools.evaluation.terminal import cost_per_10k, per_label_phrase
+from producer_tools.evaluation.terminal import (
+    CONFIRMED_NOTE,
+    cost_per_10k,
+    evaluated_source,
+    join_rows,
+    per_label_phrase,
+)
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
@@ -276,9 +282,22 @@ def _retrieval_html(retrieval: Mapping[str, Any]) -> str:
     )
 
 
+def _corrections_html(report: Mapping[str, Any]) -> str:
+    """``evaluate --corrections``: the join of corrections with live decisions, accuracy per tier."""
+    rows = [[name, value] for name, value in join_rows(report["corrections"])]
+    note = f"The gold labels are the live labels with the correction's on top: {CONFIRMED_NOTE}."
+    tiers = (
+        _groups_html("Accuracy by the tier that decided", report["by_tier"]) if report.get("by_tier") else ""
+    )
+    return (
+        f"<h2>Corrections joined with the live decisions</h2>{table(['figure', 'value'], rows)}"
+        f"<p class='note'>{html.escape(note)}</p>{tiers}"
+    )
+
+
 def render(report: Mapping[str, Any]) -> str:
     run = report["run"]
-    title = f"ticket-router evaluation: {run['labeled_file']}"
+    title = f"ticket-router evaluation: {evaluated_source(run)}"
     subtitle = (
         f"{report['n']} tickets · taxonomy {run['taxonomy']} · tiers {','.join(run['tiers'])} · "
         f"{run['repeat']} run(s) · {run['wall_s']:.1f} s"
@@ -287,9 +306,10 @@ def render(report: Mapping[str, Any]) -> str:
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>",
-        "<h2>Overview</h2>",
-        _overview_html(report),
     ]
+    if report.get("corrections"):
+        parts.append(_corrections_html(report))
+    parts += ["<h2>Overview</h2>", _overview_html(report)]
     if report.get("cv"):
         parts.append(_cv_html(report["cv"]))
     parts.append(_routing_html(report["routing"]))

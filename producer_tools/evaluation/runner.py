@@ -51,6 +51,10 @@ class TicketOutcome:
     cost_usd: float
     latency_ms: float
     model_calls: tuple[ModelCall, ...] = ()
+    answer_tier: str | None = None
+    """The tier whose answer ``labels`` and ``confidences`` are, routed or not (``final_tier`` is
+    None for a triaged ticket, but a low-confidence answer still came from a tier, and calibrating
+    a threshold needs to know which)."""
 
     @property
     def routed(self) -> bool:
@@ -106,6 +110,7 @@ def outcome_of(result: PipelineResult, axes: Sequence[str], latency_ms: float) -
             for a in result.attempts
             if a.tier in CLAUDE_TIERS
         ),
+        answer_tier=answered[-1] if answered else None,
     )
 
 

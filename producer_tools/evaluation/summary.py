@@ -246,6 +246,36 @@ def curve_report(
     }
 
 
+DEFAULT_REFERENCE = "the gold labels of the evaluated tickets"
+
+
+def calibration_report(
+    items: Sequence[LabeledTicket],
+    outcomes: Sequence[TicketOutcome],
+    axes: Sequence[str],
+    reference: str = DEFAULT_REFERENCE,
+) -> dict[str, Any]:
+    """Per ticket: the tier whose answer stands, its confidence and correctness on every axis.
+
+    This is what ``ticket-tools tune`` reads (``shadow-report`` writes the same shape), so a
+    threshold is chosen from how often each confidence was right, not from the confidence itself.
+    A triaged low-confidence ticket keeps the tier that answered; a ticket no tier answered has
+    tier None (confidence 0.0, never correct).
+    """
+    correct = correctness(items, outcomes, axes)
+    return {
+        "reference": reference,
+        "tickets": [
+            {
+                "tier": outcome.answer_tier or outcome.final_tier,
+                "confidence": {axis: outcome.confidences[axis] for axis in axes},
+                "correct": dict(zip(axes, row, strict=True)),
+            }
+            for outcome, row in zip(outcomes, correct, strict=True)
+        ],
+    }
+
+
 def queue_of(rules: list[RoutingRule], labels: dict[str, str]) -> str:
     """The queue the service would publish ``labels`` to, or NO_ANSWER when an axis has no label.
 
@@ -267,18 +297,30 @@ def worst_queues(per_queue: dict[str, metrics.QueueStats], count: int, min_suppo
     return losing[:count]
 
 
+Queues = tuple[Sequence[str], Sequence[str]]
+"""(gold, predicted) queue per ticket, when they are known rather than derived from the labels."""
+
+
 def routing_report(
-    taxonomy: Taxonomy, items: Sequence[LabeledTicket], outcomes: Sequence[TicketOutcome]
+    taxonomy: Taxonomy,
+    items: Sequence[LabeledTicket],
+    outcomes: Sequence[TicketOutcome],
+    queues: Queues | None = None,
 ) -> dict[str, Any]:
     """Did each ticket reach the queue its gold labels route to: overall, when routed, per queue.
 
     A triaged ticket is scored on the queue its labels would have gone to (as label accuracy
     scores what the last tier said); ``routed_accuracy`` and ``routed_to_right_queue`` describe
     what the queues actually received. Per axis, the two ways a label and the queue can disagree.
+    ``queues`` replaces the derived queues: a live ticket went where it went, and a person who
+    moved it named the right queue (``evaluate --corrections``).
     """
     axes = taxonomy.axis_names
-    gold = [queue_of(taxonomy.routing, item.gold) for item in items]
-    predicted = [queue_of(taxonomy.routing, outcome.labels) for outcome in outcomes]
+    if queues is not None:
+        gold, predicted = list(queues[0]), list(queues[1])
+    else:
+        gold = [queue_of(taxonomy.routing, item.gold) for item in items]
+        predicted = [queue_of(taxonomy.routing, outcome.labels) for outcome in outcomes]
     right = [g == p for g, p in zip(gold, predicted, strict=True)]
     routed = [outcome.routed for outcome in outcomes]
     routed_right = [ok for ok, was_routed in zip(right, routed, strict=True) if was_routed]
@@ -315,11 +357,14 @@ def summarize(
     runs: Sequence[Sequence[TicketOutcome]],
     local: Sequence[dict[str, AxisAnswer]] | None,
     prices: Prices | None = None,
+    reference: str = DEFAULT_REFERENCE,
+    queues: Queues | None = None,
 ) -> dict[str, Any]:
     """The whole report; accuracy figures come from the first run, consistency from all of them.
 
     ``prices`` (the run's ``Settings.prices``) price the retrieved examples; without it, the model
-    table's.
+    table's. ``reference`` says what the gold labels are, for the calibration section. ``queues``
+    gives the (gold, predicted) queues when they are known rather than derived from the labels.
     """
     axes = taxonomy.axis_names
     first = runs[0]
@@ -340,7 +385,7 @@ def summarize(
         "macro_f1": sum(r["macro_f1"] for r in axis_reports.values()) / len(axes),
         "all_axes_correct": _share(sum(all(row) for row in correct), len(correct)),
         "routed_accuracy": sum(routed_scores) / len(routed_scores) if routed_scores else None,
-        "routing": routing_report(taxonomy, items, first),
+        "routing": routing_report(taxonomy, items, first, queues),
         "axes": axis_reports,
         "consistency": {
             "repeats": len(runs),
@@ -353,4 +398,5 @@ def summarize(
         **cost_and_latency(runs, prices),
         "llm": llm_report(runs),
         "coverage_curve": curve_report(items, first, local, axes),
+        "calibration": calibration_report(items, first, axes, reference),
     }

@@ -231,6 +231,64 @@ def retrieval_table(retrieval: Mapping[str, Any]) -> Table:
     return table
 
 
+def evaluated_source(run: Mapping[str, Any]) -> str:
+    """What was scored: the labeled file, or the live decisions named by a corrections topic."""
+    return run.get("labeled_file") or f"the live router's decisions, corrected on {run['corrections_topic']}"
+
+
+def join_rows(join: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The join of corrections with live decisions, in the order a reader checks it (shared by the
+    terminal and the HTML page so both say the same)."""
+    named = ", ".join(f"{field} {count}" for field, count in join["named"].items())
+    not_scored = ", ".join(f"{why} {n}" for why, n in join["not_scored"].items()) or "0"
+    window = ", ".join(f"{name} {join[name]}" for name in ("since", "until") if join.get(name) is not None)
+    return [
+        (
+            "corrections read",
+            f"{join['records_read']} records on {join['topic']} ({join['invalid']} not a correction, "
+            f"{join['republished_copies']} repeating an id: the router's republished copies)",
+        ),
+        ("distinct corrections", str(join["corrections"])),
+        ("outside the window", f"{join['outside_window']} ({window or 'no --since/--until'})"),
+        ("replaced by a later correction of the event", str(join["superseded"])),
+        ("corrected events", str(join["corrected_events"])),
+        ("joined with a live decision (scored)", str(join["joined"])),
+        ("unmatched (no longer on the queue or triage topics)", str(join["unmatched"])),
+        ("not scored", not_scored),
+        (
+            "events on the queue and triage topics",
+            f"{join['events_read']} (routed {join['routed_events']}, triaged {join['triaged_events']})",
+        ),
+        ("correction rate (scored / events)", pct(join["correction_rate"])),
+        ("changed by the correction", f"{join['changed']} ({pct(join['change_rate'])} of events)"),
+        ("fields a person named", named),
+    ]
+
+
+CONFIRMED_NOTE = (
+    "an axis a correction does not name keeps the router's label, taken as confirmed: "
+    "accuracy is an upper bound on the axes people rarely correct"
+)
+
+
+def corrections_table(report: Mapping[str, Any]) -> Table | None:
+    """``evaluate --corrections``: how the corrections met the live decisions, and accuracy per
+    tier that decided."""
+    join = report.get("corrections")
+    if not join:
+        return None
+    table = Table(
+        title="Corrections joined with the live decisions", show_header=False, caption=CONFIRMED_NOTE
+    )
+    table.add_column("figure")
+    table.add_column("value")
+    for name, value in join_rows(join):
+        table.add_row(name, value)
+    if report.get("by_tier"):
+        table.add_row("by tier that decided", _gap(report["by_tier"]))
+    return table
+
+
 def render(report: Mapping[str, Any], console: Console | None = None) -> None:
     if console is None:
         console = Console()
@@ -239,9 +297,12 @@ def render(report: Mapping[str, Any], console: Console | None = None) -> None:
     run = report["run"]
     models = ", ".join(f"{tier} {model}" for tier, model in (run.get("models") or {}).items())
     console.print(
-        f"[bold]{run['labeled_file']}[/bold]: {report['n']} tickets, taxonomy {run['taxonomy']}, "
+        f"[bold]{evaluated_source(run)}[/bold]: {report['n']} tickets, taxonomy {run['taxonomy']}, "
         f"tiers {','.join(run['tiers'])}{f' ({models})' if models else ''}, {run['wall_s']:.1f} s"
     )
+    corrections = corrections_table(report)
+    if corrections is not None:
+        console.print(corrections)
     console.print(axes_table(report))
     console.print(pipeline_table(report))
     worst = worst_queues_table(report["routing"])
