@@ -27,6 +27,7 @@ from consumer.learn.retriever import build_retriever
 from consumer.metrics import Metrics
 from consumer.routing import reachable_queues
 from consumer.taxonomy import load_taxonomy
+from producer_tools.fake_api import Scenario, run_in_thread
 from schemas.codec import decode, encode
 from schemas.corrections import Correction, CorrectionSource
 from schemas.events import TicketEvent
@@ -316,3 +317,56 @@ def test_the_model_version_is_the_fits_key() -> None:
     again = LocalTier(fit_local_model(TAXONOMY, list(base))).model
     other = LocalTier(fit_local_model(TAXONOMY, base[:-1])).model
     assert one == again != other and "@" in one
+
+
+def user_text(body: dict[str, object]) -> str:
+    """The user turn of one Messages API request, as the fake API received it."""
+    messages = body["messages"]
+    assert isinstance(messages, list)
+    content = messages[-1]["content"]
+    return content if isinstance(content, str) else "".join(part.get("text", "") for part in content)
+
+
+@pytest.mark.integration
+async def test_a_correction_on_kafka_shows_in_the_next_similar_tickets_claude_prompt(bootstrap: str) -> None:
+    """Real broker, real SDK, fake Messages API: a person corrects a ticket with an unusual word; the
+    next ticket like it is sent to Claude with the corrected one among its similar examples."""
+    rare = "Quxolotl gateway keeps rejecting our webhook signatures after the certificate rotation"
+    with run_in_thread(Scenario()) as api:
+        settings = router_settings(
+            bootstrap,
+            tiers="fast",
+            anthropic_api_key="sk-ant-api03-test-key-0123456789",
+            anthropic_base_url=api.base_url,
+            llm_timeout_s=5.0,
+            low_confidence_action="route_flagged",
+        )
+        create_topics(bootstrap, [settings.input_topic], partitions=settings.topic_partitions)
+        counter = OutcomeCounter()
+        async with running_router(settings, extra_hooks=[counter.hook]) as service:
+            learner = service.learner
+            assert learner is not None
+            await learner.wait_until(learner.replayed.is_set)
+            produce(bootstrap, settings.input_topic, [ticket_record(1, rare)])
+            await counter.wait_for(1)
+            first = counter.outcomes[0].routed
+            assert first is not None
+            before = user_text(api.requests()[-1])
+            fix = Correction(
+                ticket_id=first.ticket.ticket_id,
+                event_id=first.ticket.event_id,
+                labels={"team": "security", "ticket_type": "security_incident", "urgency": "high"},
+                source=CorrectionSource.TRIAGE,
+                actor="lead-7",
+                corrected_at=datetime.now(UTC),
+            )
+            produce(bootstrap, settings.corrections_topic, [(fix.ticket_id.encode(), encode(fix))])
+            await learner.wait_until(lambda: len(learner.learned) == 1)
+            produce(bootstrap, settings.input_topic, [ticket_record(2, rare.replace("keeps", "still keeps"))])
+            await counter.wait_for(2)
+            after = user_text(api.requests()[-1])
+    assert f"correction:{first.ticket.event_id}" not in before
+    examples = after.split("<similar_examples>")[1].split("</similar_examples>")[0]
+    learned = examples.split(f"<example id='correction:{first.ticket.event_id}'")[1].split("</example>")[0]
+    assert "Quxolotl gateway keeps rejecting" in learned
+    assert "team=security, ticket_type=security_incident, urgency=high" in learned
