@@ -298,28 +298,12 @@ def agreement_png(agreement: Mapping[str, Any]) -> str:
 def queue_change_png(labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> str:
     """Heatmap of live queue (rows) → shadow queue (columns), coloured by the share of each live
     queue's events, so a small queue that moves shows as clearly as a large one."""
-    from producer_tools.evaluation.html_report import _pyplot, png_data_uri
+    from producer_tools.evaluation.html_report import matrix_png
 
-    plt = _pyplot()
-    size = max(4.0, min(18.0, 0.35 * len(labels) + 3.0))
-    figure, ax = plt.subplots(figsize=(size, size))
-    shares = [[cell / (sum(row) or 1) for cell in row] for row in matrix]
-    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=8)
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.set_xlabel("shadow queue")
-    ax.set_ylabel("live queue")
-    ax.set_title("Queue changes (colour = share of the live queue's events)")
-    if len(labels) <= 20:
-        for i, row in enumerate(matrix):
-            for j, cell in enumerate(row):
-                if cell:
-                    colour = "white" if shares[i][j] > 0.5 else "black"
-                    ax.text(j, i, str(cell), ha="center", va="center", fontsize=8, color=colour)
-    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    uri = png_data_uri(figure)
-    plt.close(figure)
-    return uri
+    title = "Queue changes (colour = share of the live queue's events)"
+    return matrix_png(
+        labels, matrix, ("shadow queue", "live queue"), title, annotate_up_to=20, cell_inches=0.35
+    )
 
 
 def comparison_png(live: Mapping[str, Any], shadow: Mapping[str, Any]) -> str:

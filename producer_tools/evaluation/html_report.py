@@ -70,19 +70,27 @@ def png_data_uri(figure: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def confusion_png(axis: str, labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> str:
-    """Heatmap of the confusion matrix, coloured by row share (recall) so rare classes show too."""
+def matrix_png(
+    labels: Sequence[str],
+    matrix: Sequence[Sequence[int]],
+    axis_names: tuple[str, str],
+    title: str,
+    annotate_up_to: int,
+    cell_inches: float = 0.22,
+) -> str:
+    """Heatmap of a square count matrix, coloured by row share so a small row shows as clearly as a
+    large one; counts are written in the cells while there are at most ``annotate_up_to`` labels."""
     plt = _pyplot()
-    size = max(4.0, min(18.0, 0.22 * len(labels) + 2.5))
+    size = max(4.0, min(18.0, cell_inches * len(labels) + 2.5))
     figure, ax = plt.subplots(figsize=(size, size))
     shares = [[cell / (sum(row) or 1) for cell in row] for row in matrix]
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7 if len(labels) > 20 else 9)
     ax.set_yticks(range(len(labels)), labels, fontsize=7 if len(labels) > 20 else 9)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{axis}: confusion matrix (colour = share of the true class)")
-    if len(labels) <= 16:
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
+    ax.set_title(title)
+    if len(labels) <= annotate_up_to:
         for i, row in enumerate(matrix):
             for j, cell in enumerate(row):
                 if cell:
@@ -92,6 +100,12 @@ def confusion_png(axis: str, labels: Sequence[str], matrix: Sequence[Sequence[in
     uri = png_data_uri(figure)
     plt.close(figure)
     return uri
+
+
+def confusion_png(axis: str, labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> str:
+    """The confusion matrix, coloured by the share of the true class (recall) so rare classes show."""
+    title = f"{axis}: confusion matrix (colour = share of the true class)"
+    return matrix_png(labels, matrix, ("predicted", "true"), title, annotate_up_to=16)
 
 
 def coverage_png(points: Sequence[Mapping[str, Any]], source: str) -> str:
