@@ -15,11 +15,13 @@ import pytest
 from consumer.classify.claude import load_examples
 from consumer.classify.local import LabeledText, LocalModel, LocalTier, fit_local_model, read_training_jsonl
 from consumer.learn.corrections import (
+    KEPT_BODY_CHARS,
     Change,
     Decision,
     RecentDecisions,
     changes,
     learned_example,
+    triaged_decision,
     with_router_text,
 )
 from consumer.learn.learner import CorrectionLearner, LearnerParts
@@ -75,6 +77,12 @@ def test_recent_decisions_forget_the_oldest_first() -> None:
     assert (decisions.get("a"), len(decisions)) == (None, 2)
     assert decisions.get("c") == DECISION
     RecentDecisions(0).remember("a", DECISION)  # size 0 remembers nothing and does not fail
+
+
+def test_a_remembered_body_is_cut_so_the_memory_stays_bounded() -> None:
+    long = ticket("E-long", "Huge", "x" * (KEPT_BODY_CHARS + 500))
+    decision = triaged_decision(long, None, "needs-human-triage")
+    assert len(decision.body) == KEPT_BODY_CHARS and decision.labels == {}
 
 
 def test_only_changed_fields_count_as_corrections() -> None:

@@ -24,6 +24,10 @@ from schemas.events import Classification, RoutedTicket, TicketEvent
 QUEUE_FIELD = "queue"
 """The name a queue override is counted under, beside the axes."""
 
+KEPT_BODY_CHARS = 8_000
+"""A remembered ticket's body is cut here: RECENT_DECISIONS tickets of up to MAX_EVENT_BYTES each
+would otherwise be gigabytes, and an example is shown to the model cut far shorter anyway."""
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -43,7 +47,7 @@ def decision_of(routed: RoutedTicket) -> Decision:
     return Decision(
         ticket_id=ticket.ticket_id,
         subject=ticket.subject,
-        body=ticket.body,
+        body=ticket.body[:KEPT_BODY_CHARS],
         language=ticket.language or "",
         labels={axis: answer.label for axis, answer in routed.classification.axes.items()},
         queue=routed.queue,
@@ -57,7 +61,7 @@ def triaged_decision(ticket: TicketEvent, partial: Classification | None, queue:
     return Decision(
         ticket_id=ticket.ticket_id,
         subject=ticket.subject,
-        body=ticket.body,
+        body=ticket.body[:KEPT_BODY_CHARS],
         language=ticket.language or "",
         labels=labels,
         queue=queue,
