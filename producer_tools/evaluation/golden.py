@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from consumer.learn.corrections import QUEUE_FIELD
 from consumer.taxonomy import Taxonomy
 from producer_tools.decisions import LiveDecision
 from producer_tools.evaluation.dataset import (
@@ -38,7 +39,6 @@ from schemas.events import AccountTier, Channel, EventType, TicketEvent
 
 ANSWERED = ("answered", "low_confidence")
 """Tier attempt outcomes that produced labels (the others failed and said nothing)."""
-QUEUE_FIELD = "queue"
 TIER_ORDER = ("local", *CLAUDE_TIERS)
 LABEL_OUTSIDE_TAXONOMY = "label_outside_taxonomy"
 AXIS_WITHOUT_LABEL = "axis_without_label"
