@@ -308,7 +308,7 @@ async def test_dated_model_ids_resolve_by_prefix(client: anthropic.AsyncAnthropi
         ({"messages": []}, "messages"),
         ({"system": "a plain string"}, "system"),
         ({"system": [{"type": "image", "source": {}}]}, "system.0"),
-        ({"output_config": None}, "output_config.format"),
+        ({"output_config": {"format": {"type": "text"}}}, "output_config.format"),
         ({"tool_choice": {"type": "tool", "name": "nope"}, "tools": []}, "tool_choice"),
         ({"system": [system_block(f"part {i}") for i in range(5)]}, "maximum of 4"),
         ({"system": [system_block(ttl="2h")]}, "ttl"),

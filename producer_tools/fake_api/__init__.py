@@ -5,7 +5,8 @@ scripts labels, confidences, latency, faults, malformed answers, refusals and pr
 per model. What a model is and accepts (tokenizer, cache minimum, thinking, effort, prefill, forced
 tools, retirement) comes from ``consumer.classify.models.MODELS``; ``contract`` enforces today's
 API version (2026-10-21) with the real error messages, and ``thinking`` spends ``max_tokens`` on
-thinking the way the 5.x models do.
+thinking the way the 5.x models do. ``"stream": true`` gets the same reply as server-sent events
+(``streaming``), and a request with neither an output schema nor a forced tool gets prose.
 """
 
 from producer_tools.fake_api.cli import add_cli_parser, add_parser, handle_cli, read_scenario, serve_forever

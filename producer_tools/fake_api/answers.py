@@ -361,3 +361,44 @@ def render(
     return Rendered(
         [{"type": "text", "text": text}], "max_tokens" if truncated else "end_turn", min(tokens, max_tokens)
     )
+
+
+# ``axis=label`` anywhere, or an ``axis: label`` line: how routed tickets and their reasons name labels.
+_LABEL_PAIR = re.compile(
+    r"\b([a-z][a-z0-9_]*)=[`'\"]?([A-Za-z0-9][\w.-]*)"
+    r"|^[ \t>*-]*([a-z][a-z0-9_]*):[ \t]*[`'\"]?([A-Za-z0-9][\w.-]*)[`'\"]?[ \t]*$",
+    re.MULTILINE,
+)
+_NOT_AXES = frozenset({"ticket_id", "event_id", "http", "https"})
+MAX_ECHOED_LABELS = 8
+
+
+def labels_in(text: str) -> list[tuple[str, str]]:
+    """The ``axis=label`` pairs (and ``axis: label`` lines) a prompt names; an axis's first mention wins."""
+    found: dict[str, str] = {}
+    for match in _LABEL_PAIR.finditer(text):
+        axis = match.group(1) or match.group(3)
+        label = match.group(2) or match.group(4)
+        if axis not in _NOT_AXES and axis not in found:
+            found[axis] = label.rstrip(".")
+    return list(found.items())[:MAX_ECHOED_LABELS]
+
+
+def free_text_answer(prompt: str) -> str:
+    """The prose a model writes when asked for text: a short explanation echoing the prompt's labels.
+
+    A pure function of the prompt, so a streamed and a non-streamed request get the same words, and a
+    test of an explanation feature can predict them from the labels it put in the prompt.
+    """
+    pairs = labels_in(prompt)
+    if not pairs:
+        gist = " ".join(prompt.split())[:120] or "an empty request"
+        return f"I found no labels to explain in the request. It reads: {gist}"
+    named = ", ".join(f"{axis}={label}" for axis, label in pairs)
+    axis, label = pairs[0]
+    return (
+        f"The ticket was routed with {named}. "
+        f"Each label follows from the wording of the ticket and the routing rules. "
+        f"The signal that would most likely have changed the decision is {axis}: "
+        f"had it not been {label}, the ticket would have gone to a different queue."
+    )

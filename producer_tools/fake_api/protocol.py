@@ -31,12 +31,12 @@ from producer_tools.fake_api.outcome import Reply
 from producer_tools.fake_api.scenario import FaultKind, ModelScript, Scenario
 from producer_tools.fake_api.thinking import ThinkingPlan, plan_thinking
 
-OutputMode = Literal["json_schema", "tool"]
+OutputMode = Literal["json_schema", "tool", "text"]
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """Where the answer goes: a JSON text block, or the input of a forced tool call."""
+    """Where the answer goes: a JSON text block, the input of a forced tool call, or free prose."""
 
     mode: OutputMode
     schema: Mapping[str, Any]
@@ -56,6 +56,7 @@ class MessagesRequest:
     uncached_texts: tuple[str, ...]
     token_factor: float
     thinking: ThinkingPlan
+    stream: bool = False
 
 
 def new_request_id() -> str:
@@ -113,6 +114,7 @@ def parse_messages_request(
     system = _system_blocks(body.get("system"))
     messages = _messages(body.get("messages"))
     cache_control = _top_level_cache_control(body.get("cache_control"))
+    stream = False if count_only else _stream_flag(body.get("stream"))
     setting = read_setting(body, version)
     facts = facts_for(model)
     check_not_retired(model, facts, today)
@@ -132,7 +134,17 @@ def parse_messages_request(
         uncached_texts=_uncached_texts(body),
         token_factor=tokenizer_factor(model),
         thinking=plan_thinking(setting, facts),
+        stream=stream,
     )
+
+
+def _stream_flag(value: Any) -> bool:
+    """``stream`` is a strict boolean in the API schema: ``"true"`` or ``1`` is a 400, not a stream."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise invalid("stream: Input should be a valid boolean")
+    return value
 
 
 def _max_tokens(value: Any) -> int:
@@ -186,7 +198,11 @@ def _top_level_cache_control(value: Any) -> Mapping[str, Any] | None:
 
 
 def _output_spec(body: Mapping[str, Any]) -> OutputSpec:
-    """A forced tool wins over output_config, as a forced tool call is what the model would emit."""
+    """A forced tool wins over output_config, as a forced tool call is what the model would emit.
+
+    Without either the model writes prose (``text``), even beside tools it may but need not call;
+    ``tool_choice`` ``any`` (some tool, the fake cannot pick which) stays outside the fake's contract.
+    """
     forced = _forced_tool(body)
     if forced is not None:
         return forced
@@ -197,10 +213,17 @@ def _output_spec(body: Mapping[str, Any]) -> OutputSpec:
         if fmt.get("type") != "json_schema" or not isinstance(schema, dict):
             raise invalid("output_config.format: expected {'type': 'json_schema', 'schema': {...}}")
         return OutputSpec("json_schema", schema)
+    if fmt is None and _tool_choice_type(body) != "any":
+        return OutputSpec("text", {})
     raise invalid(
-        "The fake API answers structured requests only: give output_config.format (json_schema) "
-        "or tools plus tool_choice {'type': 'tool', 'name': ...}."
+        "The fake API answers text, output_config.format (json_schema) "
+        "or tools plus tool_choice {'type': 'tool', 'name': ...}; not tool_choice 'any'."
     )
+
+
+def _tool_choice_type(body: Mapping[str, Any]) -> Any:
+    choice = body.get("tool_choice")
+    return choice.get("type") if isinstance(choice, dict) else None
 
 
 def _forced_tool(body: Mapping[str, Any]) -> OutputSpec | None:
@@ -247,11 +270,16 @@ def fault_error(kind: FaultKind, script: ModelScript, now: datetime) -> ApiError
             headers={"x-should-retry": "false"},
             details={"error_code": "enforced_spend_limit_reached"},
         )
-    if kind == "529":
-        return ApiError("overloaded_error", "Overloaded")
+    if kind in ("529", "529_mid_stream"):
+        return overloaded()
     if kind == "500":
         return ApiError("api_error", "Internal server error")
     raise ValueError(f"{kind} is not answered with an error body")
+
+
+def overloaded() -> ApiError:
+    """The 529 body; inside a stream the same error arrives as an ``error`` event of a 200 reply."""
+    return ApiError("overloaded_error", "Overloaded")
 
 
 def rate_limit_headers(retry_after_s: int, now: datetime) -> dict[str, str]:

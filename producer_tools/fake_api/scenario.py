@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from consumer.classify.models import MODELS, facts_for
 
-FaultKind = Literal["429", "spend_limit", "529", "500", "drop", "timeout"]
+# ``529_mid_stream``: a streamed reply starts, then an overloaded ``error`` event ends it (a plain 529
+# when the request does not stream, as the real API answers an overload it hits before replying).
+FaultKind = Literal["429", "spend_limit", "529", "500", "drop", "timeout", "529_mid_stream"]
 MalformedKind = Literal[
     "not_json", "missing_field", "label_outside_enum", "confidence_out_of_range", "wrong_type"
 ]
@@ -31,6 +33,7 @@ ScriptStep = Literal[
     "500",
     "drop",
     "timeout",
+    "529_mid_stream",
     "not_json",
     "missing_field",
     "label_outside_enum",
@@ -136,6 +139,9 @@ class ModelScript(_Strict):
     script: list[ScriptStep] = Field(default_factory=list, description="Consumed one per request, FIFO.")
     retry_after_s: int = Field(default=1, ge=0)
     timeout_sleep_s: float = Field(default=30.0, ge=0)
+    stream_delay_ms: float = Field(
+        default=0.0, ge=0, description="Pause before each streamed delta, so clients see text arrive."
+    )
     min_cacheable_tokens: int | None = Field(default=None, ge=0, description="None: the table's minimum.")
     refusal_rate: float = Field(
         default=0.0,

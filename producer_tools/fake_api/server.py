@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from producer_tools.fake_api.answers import build_answer, extract_ticket, malform
+from producer_tools.fake_api.answers import build_answer, extract_ticket, free_text_answer, malform, user_text
 from producer_tools.fake_api.caching import (
     CacheControlError,
     PromptCache,
@@ -38,11 +38,20 @@ from producer_tools.fake_api.protocol import (
     fault_error,
     message_body,
     new_request_id,
+    overloaded,
     parse_json_body,
     parse_messages_request,
 )
 from producer_tools.fake_api.sampling import Dice, Plan
-from producer_tools.fake_api.scenario import Scenario, parse_scenario
+from producer_tools.fake_api.scenario import ModelScript, Scenario, parse_scenario
+from producer_tools.fake_api.streaming import (
+    EVENT_STREAM_CONTENT_TYPE,
+    EVENT_STREAM_HEADERS,
+    broken_off,
+    error_event,
+    message_events,
+    sse_frame,
+)
 
 Clock = Callable[[], float]
 WallClock = Callable[[], datetime]
@@ -217,18 +226,27 @@ class FakeApiServer:
             return await _drop_connection(request)
         if plan.fault == "timeout":
             await asyncio.sleep(parsed.script.timeout_sleep_s)
-        elif plan.fault is not None:
+        elif plan.fault is not None and not _breaks_mid_stream(plan, parsed.stream):
             return _error_response(fault_error(plan.fault, parsed.script, self._wall_clock()), request_id)
         reply = self._reply(parsed, plan)
         usage = self._cache.charge(layout, self._clock(), self._scenario.min_cacheable_tokens(parsed.model))
-        return _json_response(message_body(parsed.model, reply, usage), request_id)
+        message = message_body(parsed.model, reply, usage)
+        if parsed.stream:
+            broken = _breaks_mid_stream(plan, parsed.stream)
+            return await _stream_message(request, request_id, message, parsed.script, broken=broken)
+        return _json_response(message, request_id)
 
     def _reply(self, parsed: MessagesRequest, plan: Plan) -> Reply:
         output = parsed.output
         assert output is not None, "create requests always carry an output spec"
         ticket = extract_ticket(parsed.messages, self._scenario.ticket_pattern)
-        good = build_answer(output.schema, parsed.script, ticket, parsed.model)
-        answer = good if plan.malformed is None else malform(good, output.schema, plan.malformed, ticket)
+        answer: dict[str, Any] | str
+        if output.mode == "text":
+            # Prose has no schema to break, so a scripted malformation leaves a text answer alone.
+            answer = free_text_answer(user_text(parsed.messages))
+        else:
+            good = build_answer(output.schema, parsed.script, ticket, parsed.model)
+            answer = good if plan.malformed is None else malform(good, output.schema, plan.malformed, ticket)
         generation = Generation(
             max_tokens=parsed.max_tokens,
             factor=parsed.token_factor,
@@ -285,6 +303,35 @@ def _url_host(host: str) -> str:
 async def _sleep(seconds: float) -> None:
     if seconds > 0:
         await asyncio.sleep(seconds)
+
+
+def _breaks_mid_stream(plan: Plan, stream: bool) -> bool:
+    """A ``529_mid_stream`` fault lets a stream begin; an unstreamed request just gets the 529."""
+    return stream and plan.fault == "529_mid_stream"
+
+
+async def _stream_message(
+    request: web.Request,
+    request_id: str,
+    message: dict[str, Any],
+    script: ModelScript,
+    *,
+    broken: bool,
+) -> web.StreamResponse:
+    """Writes ``message`` as server-sent events, pausing ``stream_delay_ms`` before each delta."""
+    events = message_events(message)
+    if broken:
+        events = broken_off(events, error_event(overloaded().body(request_id)))
+    response = web.StreamResponse(headers={"request-id": request_id, **EVENT_STREAM_HEADERS})
+    response.content_type = EVENT_STREAM_CONTENT_TYPE
+    response.charset = "utf-8"
+    await response.prepare(request)
+    for event in events:
+        if event.is_delta:
+            await _sleep(script.stream_delay_ms / 1000.0)
+        await response.write(sse_frame(event))
+    await response.write_eof()
+    return response
 
 
 async def _drop_connection(request: web.Request) -> web.StreamResponse:
