@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -22,6 +22,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from consumer.api.auth import parse_credentials
 from consumer.classify.models import (
     Effort,
     TierRequest,
@@ -174,6 +175,28 @@ class Settings(BaseSettings):
     log_ticket_text: bool = False
     lag_refresh_s: float = Field(default=5.0, gt=0)
 
+    # HTTP ingestion API (consumer/api/ingest.py): its own port, off unless API_PORT is set
+    api_port: int | None = Field(default=None, ge=0, le=65535, description="unset: no API; 0: any free port")
+    api_host: str = Field(default="127.0.0.1", description="0.0.0.0 to serve every interface")
+    api_tokens: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict, description="client:token pairs, comma-separated (Authorization: Bearer)"
+    )
+    api_hmac_secrets: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict, description="client:secret pairs, comma-separated (X-Signature)"
+    )
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=67_108_864)
+    api_max_batch: int = Field(default=100, ge=1, le=10_000)
+    api_rate_per_s: float = Field(default=50.0, gt=0)
+    api_rate_burst: int = Field(default=100, ge=1)
+
+    @field_validator("api_tokens", "api_hmac_secrets", mode="before")
+    @classmethod
+    def _credential_pairs(cls, value: object, info: ValidationInfo) -> object:
+        """``client:credential,…`` to a mapping; messages name the entry, never the credential."""
+        if isinstance(value, str):
+            return parse_credentials(value, "token" if info.field_name == "api_tokens" else "secret")
+        return value
+
     @field_validator("log_level", "kafka_security_protocol", mode="before")
     @classmethod
     def _upper_case(cls, value: object) -> object:
@@ -223,6 +246,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "KAFKA_SECURITY_PROTOCOL=SASL_* needs KAFKA_SASL_MECHANISM (PLAIN, SCRAM-SHA-256, "
                 "SCRAM-SHA-512), KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        if self.api_port is not None and not (self.api_tokens or self.api_hmac_secrets):
+            raise ValueError(
+                "API_PORT is set but neither API_TOKENS nor API_HMAC_SECRETS is: every request to the "
+                "API must be authenticated (client:token or client:secret pairs)"
             )
         if self.ticket_deadline_s > self.drain_timeout_s:
             # A ticket still classifying when SIGTERM's drain ends is cancelled and redelivered, i.e.
@@ -355,7 +383,8 @@ def format_settings_error(exc: ValidationError, show_value: bool = False) -> str
     key = "_".join(str(p) for p in err["loc"]).upper()
     message = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
-    if show_value and key and isinstance(value, str) and "PASSWORD" not in key:
+    secret = any(word in key for word in ("PASSWORD", "TOKENS", "SECRETS"))
+    if show_value and key and isinstance(value, str) and not secret:
         message += f" (got {value!r})"
     return f"{key}: {message}" if key else message
 

@@ -127,6 +127,15 @@ class Metrics:
             PREFIX + "assigned_partitions", "Input partitions owned by this instance", registry=r
         )
         self.ready = Gauge(PREFIX + "ready", "1 when /readyz would answer 200", registry=r)
+        # The ingestion API (API_PORT): route is the matched route's path (or "unmatched"), so bounded.
+        self.api_requests = Counter(
+            PREFIX + "api_requests", "Ingestion API requests by answer", ["route", "status"], registry=r
+        )
+        self.api_accepted_tickets = Counter(
+            PREFIX + "api_accepted_tickets",
+            "Tickets the ingestion API produced, once the broker acknowledged them (not repeated event ids)",
+            registry=r,
+        )
         # Counted by the replica that routed the corrected ticket (it knows what it decided), once:
         # per routed ticket, the production error rate of each axis.
         self.corrections = Counter(

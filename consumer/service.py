@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumer import __version__
 from consumer.api.health import BrokerProbe, ClaudeApiProbe, api_problem, build_app, start_http
+from consumer.api.ingest import start_ingest
 from consumer.classify.base import Tier
 from consumer.classify.language import EnglishDetector
 from consumer.classify.local import (
@@ -326,6 +327,8 @@ class RunningService:
     """Whether the Claude API answers; None when no tier uses it."""
     learner: CorrectionLearner | None = None
     """What corrections taught this instance; None with ``LEARN_FROM_CORRECTIONS=false``."""
+    api_port: int | None = None
+    """The ingestion API's bound port; None when API_PORT is unset (or for a shadow)."""
 
 
 def record_outcome_metrics(metrics: Metrics) -> OutcomeHook:
@@ -464,6 +467,8 @@ async def run_service(
     loop_task: asyncio.Task[None] | None = None
     learner_task: asyncio.Task[None] | None = None
     runner: web.AppRunner | None = None
+    api_runner: web.AppRunner | None = None
+    api_port: int | None = None
     try:
         runner, http_port = await start_http(
             build_app(metrics, loop.state, lambda: loop_task, BrokerProbe(consumer.topics), claude),
@@ -471,6 +476,8 @@ async def run_service(
             settings.metrics_port,
         )
         await producer.start()
+        if settings.api_port is not None and shadow is None:  # a shadow publishes only its decisions
+            api_runner, api_port = await start_ingest(settings, settings.api_port, producer, metrics)
         if learner is not None and learner_consumer is not None:
             learner.producer = producer
             await learner_consumer.start()
@@ -487,14 +494,17 @@ async def run_service(
                 "tiers": settings.effective_tiers,
                 "prompt_version": prompt_version,
                 "http_port": http_port,
+                **({"api_port": api_port} if api_port is not None else {}),
             },
         )
         freeze_start_up_heap()
         loop_task = asyncio.create_task(loop.run(stop), name="kafka-loop")
         if on_started is not None:
-            on_started(RunningService(loop, metrics, http_port, claude, learner))
+            on_started(RunningService(loop, metrics, http_port, claude, learner, api_port))
         await loop_task
     finally:
+        if api_runner is not None:  # first: no request may be accepted once the producer stops
+            await api_runner.cleanup()
         if learner_task is not None:
             learner_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,179 @@
+"""Who is calling the ingestion API: bearer tokens or HMAC-signed requests. Pure, for tests.
+
+Every function here takes the clock as an argument and does no I/O, so forged, stale and replayed
+requests are tested without a server. A refusal is an ``Unauthorized`` whose message is one line
+for the caller; it never repeats a token, a secret or a signature, because error bodies end up
+in help-desk logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pydantic import SecretStr
+
+MAX_CLOCK_SKEW_S = 300
+"""A signed request's X-Timestamp may be this far from the server's clock, either way."""
+MIN_CREDENTIAL_CHARS = 16
+SIGNATURE_PREFIX = "sha256="
+_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class Unauthorized(Exception):
+    """The request is not authenticated; ``str()`` is the one-line reason shown to the caller."""
+
+
+def parse_credentials(text: str, kind: str) -> dict[str, str]:
+    """``client:credential`` pairs, comma-separated, as a mapping; ``kind`` names the second part
+    in messages ("token", "secret"). Raises ValueError without ever quoting a credential.
+
+    Client names become rate-limit keys and log fields, so they are short and plain;
+    credentials are long enough not to be guessed (at least 16 characters).
+    """
+    pairs: dict[str, str] = {}
+    for position, entry in enumerate((part.strip() for part in text.split(",")), start=1):
+        if not entry:
+            continue
+        client, colon, credential = entry.partition(":")
+        client, credential = client.strip(), credential.strip()
+        if not colon or not _CLIENT_NAME.fullmatch(client):
+            raise ValueError(
+                f"entry {position} is not client:{kind} (client: 1-64 of letters, digits, '_', '.', '-')"
+            )
+        if len(credential) < MIN_CREDENTIAL_CHARS:
+            raise ValueError(
+                f"the {kind} of client {client!r} is shorter than {MIN_CREDENTIAL_CHARS} characters"
+            )
+        if client in pairs:
+            raise ValueError(f"client {client!r} is listed twice")
+        pairs[client] = credential
+    return pairs
+
+
+def bearer_client(authorization: str, tokens: Mapping[str, SecretStr]) -> str:
+    """The client whose token ``Authorization: Bearer <token>`` carries.
+
+    Every configured token is compared, in constant time each, so the answer's timing tells
+    neither which client nor how much of a token matched.
+    """
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization must be 'Bearer <token>'")
+    given = token.strip().encode()
+    found: str | None = None
+    for client, expected in tokens.items():
+        if hmac.compare_digest(given, expected.get_secret_value().encode()):
+            found = client
+    if found is None:
+        raise Unauthorized("unknown bearer token")
+    return found
+
+
+def signature_of(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>`` of HMAC-SHA256(secret, "<timestamp>." + raw body): what a client sends."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return SIGNATURE_PREFIX + digest
+
+
+@dataclass
+class SeenSignatures:
+    """Valid signatures of the last ``MAX_CLOCK_SKEW_S`` seconds, to refuse a replayed request.
+
+    A signature is kept until its timestamp leaves the allowed window; after that the timestamp
+    check refuses it anyway, so memory is bounded by what the rate limits let in per window.
+    """
+
+    window_s: float = MAX_CLOCK_SKEW_S
+    _expiry: dict[str, float] = field(default_factory=dict)
+    _queue: list[tuple[float, str]] = field(default_factory=list)
+
+    def forget_expired(self, now: float) -> None:
+        """Drop signatures whose timestamp has left the window (they are refused as stale anyway)."""
+        while self._queue and self._queue[0][0] < now:
+            _, signature = heapq.heappop(self._queue)
+            self._expiry.pop(signature, None)
+
+    def seen_before(self, signature: str, timestamp: float, now: float) -> bool:
+        """True when ``signature`` was already used; remembers it either way."""
+        self.forget_expired(now)
+        if signature in self._expiry:
+            return True
+        expires = timestamp + self.window_s
+        self._expiry[signature] = expires
+        heapq.heappush(self._queue, (expires, signature))
+        return False
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """The headers of an HMAC-signed request (any may be missing) and its raw body."""
+
+    client: str | None
+    timestamp: str | None
+    signature: str | None
+    body: bytes
+
+
+def _timestamp(text: str | None, now: float, window_s: float) -> float:
+    if text is None:
+        raise Unauthorized("X-Timestamp header missing (unix seconds)")
+    try:
+        timestamp = int(text.strip())
+    except ValueError:
+        raise Unauthorized("X-Timestamp is not unix seconds") from None
+    skew = timestamp - now
+    if abs(skew) > window_s:
+        direction = "old" if skew < 0 else "in the future"
+        raise Unauthorized(
+            f"X-Timestamp is {abs(skew):.0f} s {direction} (allowed: {window_s:.0f} s); "
+            "check the client's clock or sign the request again"
+        )
+    return float(timestamp)
+
+
+def check_signed_headers(
+    request: SignedRequest, secrets: Mapping[str, SecretStr], now: float, window_s: float
+) -> tuple[SecretStr, float]:
+    """The client's secret and the timestamp, from the headers alone: an unknown client, a stale
+    timestamp or a malformed signature is refused before the body is read."""
+    if not request.client:
+        raise Unauthorized("X-Client header missing (the client name the secret belongs to)")
+    secret = secrets.get(request.client.strip())
+    if secret is None:
+        raise Unauthorized("unknown X-Client")
+    timestamp = _timestamp(request.timestamp, now, window_s)
+    given = (request.signature or "").strip().lower()
+    if not given.startswith(SIGNATURE_PREFIX) or not _HEX_SHA256.fullmatch(
+        given.removeprefix(SIGNATURE_PREFIX)
+    ):
+        raise Unauthorized("X-Signature must be sha256=<64 hex digits>")
+    return secret, timestamp
+
+
+def hmac_client(
+    request: SignedRequest,
+    secrets: Mapping[str, SecretStr],
+    now: float,
+    seen: SeenSignatures,
+) -> str:
+    """The client that signed ``request``, checked in an order that leaks nothing: the client is
+    named, the timestamp is fresh, the signature matches (constant time), and it was not used
+    before. Only a matching signature is remembered, so forgeries cannot fill the memory."""
+    seen.forget_expired(now)
+    secret, timestamp = check_signed_headers(request, secrets, now, seen.window_s)
+    given = (request.signature or "").strip().lower()
+    expected = signature_of(secret.get_secret_value(), request.timestamp or "", request.body)
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("signature does not match the body and X-Timestamp")
+    if seen.seen_before(given, timestamp, now):
+        raise Unauthorized("signature already used (replayed request); sign each request anew")
+    return (request.client or "").strip()

@@ -1,0 +1,379 @@
+"""``POST /v1/tickets``: push-based ingestion onto the input topic, on its own port (API_PORT).
+
+The promise to a caller is the one the router keeps for Kafka: a ``202`` names only events the
+broker acknowledged (``acks=all``), so an accepted ticket is never lost; anything else is an error
+the caller can retry with the same ``event_id``s, which are then answered without a second record.
+
+Order of checks, cheapest and least revealing first: body size (by Content-Length), credentials
+(an unauthenticated request never reaches the rate limiter or the JSON parser), the client's rate,
+Content-Type, JSON, every event's schema; only then is anything produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr, ValidationError
+
+from consumer.api.auth import (
+    SeenSignatures,
+    SignedRequest,
+    Unauthorized,
+    bearer_client,
+    check_signed_headers,
+    hmac_client,
+)
+from consumer.api.health import bind_error
+from consumer.api.ratelimit import RateLimiter, retry_after_header
+from consumer.config import Settings
+from consumer.errors import UserError
+from consumer.metrics import Metrics
+from schemas.events import TicketEvent
+
+log = logging.getLogger("ticket_router")
+
+TICKETS_ROUTE = "/v1/tickets"
+PRODUCE_TIMEOUT_S = 10.0
+"""How long a request waits for the broker's acknowledgements before answering 503."""
+BROKER_RETRY_AFTER_S = 5
+JSON_CONTENT_TYPES = ("application/json",)
+CLIENT = web.RequestKey("client", str)
+"""The authenticated client's name, for the handlers."""
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    topic: str
+    tokens: Mapping[str, SecretStr]
+    hmac_secrets: Mapping[str, SecretStr]
+    max_body_bytes: int
+    max_batch: int
+    rate_per_s: float
+    rate_burst: int
+    dedup_window: int
+    produce_timeout_s: float = PRODUCE_TIMEOUT_S
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IngestConfig:
+        return cls(
+            topic=settings.input_topic,
+            tokens=settings.api_tokens,
+            hmac_secrets=settings.api_hmac_secrets,
+            max_body_bytes=settings.api_max_body_bytes,
+            max_batch=settings.api_max_batch,
+            rate_per_s=settings.api_rate_per_s,
+            rate_burst=settings.api_rate_burst,
+            dedup_window=settings.dedup_window,
+        )
+
+
+# -- validation (pure) ----------------------------------------------------------------------------
+
+
+class BadRequest(Exception):
+    """A 400: ``error`` for people, ``field`` a JSON path into the body, ``index`` the event's place."""
+
+    def __init__(self, error: str, field: str | None = None, index: int | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.field = field
+        self.index = index
+
+    def body(self) -> dict[str, object]:
+        return {"error": self.error, "field": self.field, "index": self.index}
+
+
+def json_path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    """pydantic's error location as a JSON path: ``$.tickets[2].created_at``."""
+    path = prefix
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def validate_event(item: object, prefix: str, index: int) -> TicketEvent:
+    """One event, or a BadRequest naming its first bad field (pydantic's message never quotes the
+    value, so a body's secrets are not echoed back)."""
+    try:
+        return TicketEvent.model_validate(item)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = json_path(prefix, tuple(first["loc"]))
+        more = exc.error_count() - 1
+        extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise BadRequest(f"invalid TicketEvent at {where}: {first['msg']}{extra}", where, index) from None
+
+
+def events_of(document: object, max_batch: int) -> list[tuple[dict[str, Any], TicketEvent]]:
+    """Each event of a body (one TicketEvent, or ``{"tickets": [...]}``) with its JSON object,
+    all validated before any is produced. The object is what is produced, so fields this version
+    does not know survive for consumers that do."""
+    if not isinstance(document, dict):
+        raise BadRequest('expected a TicketEvent object or {"tickets": [...]}', "$", None)
+    if "tickets" not in document:
+        return [(document, validate_event(document, "$", 0))]
+    batch = document["tickets"]
+    if not isinstance(batch, list) or not batch:
+        raise BadRequest('"tickets" must be a non-empty array of TicketEvent objects', "$.tickets", None)
+    if len(batch) > max_batch:
+        raise BadRequest(
+            f'"tickets" holds {len(batch)} events; at most {max_batch} per request (API_MAX_BATCH)',
+            "$.tickets",
+            None,
+        )
+    events = []
+    for index, item in enumerate(batch):
+        prefix = f"$.tickets[{index}]"
+        event = validate_event(item, prefix, index)
+        events.append((item, event))
+    return events
+
+
+def parse_body(raw: bytes, max_batch: int) -> list[tuple[dict[str, Any], TicketEvent]]:
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}", "$", None) from None
+    return events_of(document, max_batch)
+
+
+# -- producing, with a duplicate window --------------------------------------------------------
+
+
+class BrokerUnavailable(Exception):
+    """Not every event of a request was acknowledged in time; nothing is reported accepted."""
+
+
+class AcceptedIds:
+    """Event ids the broker acknowledged, the last ``capacity`` of them (DEDUP_WINDOW)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        if self.capacity <= 0:
+            return
+        self._ids[event_id] = None
+        self._ids.move_to_end(event_id)
+        while len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+
+
+Deliver = Callable[[bytes, bytes], Coroutine[Any, Any, object]]
+"""(key, value) → resolves once the broker acknowledged the record."""
+
+
+def kafka_delivery(producer: AIOKafkaProducer, topic: str) -> Deliver:
+    async def deliver(key: bytes, value: bytes) -> object:
+        acknowledged = await producer.send(topic, value=value, key=key)
+        return await acknowledged
+
+    return deliver
+
+
+@dataclass
+class Ingestor:
+    """Produces events and remembers which were acknowledged.
+
+    An event already being produced for another request is not produced twice: the second
+    request waits for the same acknowledgement. An id counts as accepted only once acknowledged,
+    so a request that got 503 can be retried and only the missing events are produced.
+    """
+
+    deliver: Deliver
+    accepted: AcceptedIds
+    timeout_s: float
+    on_accepted: Callable[[int], None] = lambda _count: None
+    _pending: dict[str, asyncio.Task[object]] = field(default_factory=dict)
+
+    def _settle(self, event_id: str, task: asyncio.Task[object]) -> None:
+        self._pending.pop(event_id, None)
+        if task.cancelled() or task.exception() is not None:
+            return
+        self.accepted.add(event_id)
+        self.on_accepted(1)
+
+    def _delivery(self, item: Mapping[str, Any], event: TicketEvent) -> asyncio.Task[object]:
+        task = self._pending.get(event.event_id)
+        if task is None:
+            value = orjson.dumps(item)
+            task = asyncio.create_task(self.deliver(event.ticket_id.encode(), value))
+            self._pending[event.event_id] = task
+            task.add_done_callback(functools.partial(self._settle, event.event_id))
+        return task
+
+    async def accept(self, events: list[tuple[dict[str, Any], TicketEvent]]) -> list[str]:
+        """The event ids of a request, once each is on the topic; raises BrokerUnavailable."""
+        ids: list[str] = []
+        waiting: list[asyncio.Task[object]] = []
+        for item, event in events:
+            if event.event_id in ids:
+                continue  # the same event twice in one batch is produced once
+            ids.append(event.event_id)
+            if event.event_id not in self.accepted:
+                waiting.append(self._delivery(item, event))
+        if waiting:
+            done, not_done = await asyncio.wait(waiting, timeout=self.timeout_s)
+            if not_done:
+                raise BrokerUnavailable(f"no acknowledgement within {self.timeout_s:g} s")
+            for task in done:
+                failure = task.exception()
+                if failure is not None:
+                    raise BrokerUnavailable(f"{type(failure).__name__}: {failure}")
+        return ids
+
+
+# -- HTTP -----------------------------------------------------------------------------------------
+
+
+def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def route_label(request: web.Request) -> str:
+    """The matched route's path for the metric label (bounded), never the requested path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@dataclass
+class Gate:
+    """Authentication and rate limiting in front of every route."""
+
+    config: IngestConfig
+    seen: SeenSignatures = field(default_factory=SeenSignatures)
+    limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = RateLimiter(self.config.rate_per_s, self.config.rate_burst)
+
+    async def client_of(self, request: web.Request) -> str:
+        """Who sent ``request``; reads the body only for a signed request whose headers pass."""
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            return bearer_client(authorization, self.config.tokens)
+        if "X-Signature" not in request.headers:
+            raise Unauthorized(
+                "credentials missing: send Authorization: Bearer <token>, or X-Client, X-Timestamp "
+                "and X-Signature: sha256=<HMAC-SHA256 of '<timestamp>.' + body>"
+            )
+        signed = SignedRequest(
+            request.headers.get("X-Client"),
+            request.headers.get("X-Timestamp"),
+            request.headers.get("X-Signature"),
+            b"",
+        )
+        check_signed_headers(signed, self.config.hmac_secrets, time.time(), self.seen.window_s)
+        body = await request.read()
+        return hmac_client(
+            SignedRequest(signed.client, signed.timestamp, signed.signature, body),
+            self.config.hmac_secrets,
+            time.time(),
+            self.seen,
+        )
+
+    async def answer(
+        self, request: web.Request, handler: Callable[..., Awaitable[Any]]
+    ) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > self.config.max_body_bytes:
+            return too_large(self.config.max_body_bytes)
+        try:
+            client = await self.client_of(request)
+        except Unauthorized as exc:
+            return error(401, str(exc), {"WWW-Authenticate": 'Bearer realm="ticket-router"'})
+        wait_s = self.limiter.take(client, time.monotonic())
+        if wait_s > 0:
+            return error(
+                429,
+                f"rate limit of client {client!r} reached; retry after {retry_after_header(wait_s)} s",
+                {"Retry-After": retry_after_header(wait_s)},
+            )
+        request[CLIENT] = client
+        response: web.StreamResponse = await handler(request)
+        return response
+
+
+def too_large(limit: int) -> web.Response:
+    return error(413, f"body larger than {limit} bytes (API_MAX_BODY_BYTES)")
+
+
+def build_ingest_app(config: IngestConfig, deliver: Deliver, metrics: Metrics) -> web.Application:
+    """The API's aiohttp app; ``deliver`` puts one record on the input topic and awaits its ack."""
+    gate = Gate(config)
+    ingestor = Ingestor(
+        deliver, AcceptedIds(config.dedup_window), config.produce_timeout_s, metrics.api_accepted_tickets.inc
+    )
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> web.StreamResponse:
+        try:
+            response = await gate.answer(request, handler)
+        except web.HTTPRequestEntityTooLarge:
+            response = too_large(config.max_body_bytes)
+        except web.HTTPException as exc:  # 404, 405: still a JSON answer, and counted
+            response = error(exc.status, exc.reason)
+        metrics.child(metrics.api_requests, route_label(request), str(response.status)).inc()
+        return response
+
+    async def post_tickets(request: web.Request) -> web.Response:
+        if request.content_type not in JSON_CONTENT_TYPES:
+            return error(415, f"Content-Type must be application/json (got {request.content_type!r})")
+        try:
+            events = parse_body(await request.read(), config.max_batch)
+        except BadRequest as exc:
+            return web.json_response(exc.body(), status=400)
+        try:
+            accepted = await ingestor.accept(events)
+        except BrokerUnavailable as exc:
+            log.warning("ingestion refused: broker unavailable (%s)", exc, extra={"client": request[CLIENT]})
+            return error(
+                503,
+                "the broker did not acknowledge the events; retry with the same event ids",
+                {"Retry-After": str(BROKER_RETRY_AFTER_S)},
+            )
+        return web.json_response({"accepted": accepted}, status=202)
+
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[guard])
+    app.router.add_post(TICKETS_ROUTE, post_tickets)
+    return app
+
+
+async def start_api(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve the API; returns the runner and the bound port (0 picks a free one). A bind failure
+    is one line naming API_HOST or API_PORT."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise UserError(bind_error(exc, host, port).replace("METRICS_", "API_")) from None
+    bound = port
+    for address in runner.addresses:
+        bound = int(address[1])
+    return runner, bound
+
+
+async def start_ingest(
+    settings: Settings, port: int, producer: AIOKafkaProducer, metrics: Metrics
+) -> tuple[web.AppRunner, int]:
+    """The API of a running service on ``port``, producing with its acks=all producer."""
+    app = build_ingest_app(
+        IngestConfig.from_settings(settings), kafka_delivery(producer, settings.input_topic), metrics
+    )
+    return await start_api(app, settings.api_host, port)
