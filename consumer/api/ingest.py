@@ -35,6 +35,7 @@ from consumer.api.auth import (
 )
 from consumer.api.health import bind_error
 from consumer.api.ratelimit import RateLimiter, retry_after_header
+from consumer.api.webhooks import Adapter, PayloadError, Skipped, intercom_event, zendesk_event
 from consumer.config import Settings
 from consumer.errors import UserError
 from consumer.metrics import Metrics
@@ -43,6 +44,8 @@ from schemas.events import TicketEvent
 log = logging.getLogger("ticket_router")
 
 TICKETS_ROUTE = "/v1/tickets"
+ZENDESK_ROUTE = "/v1/webhooks/zendesk"
+INTERCOM_ROUTE = "/v1/webhooks/intercom"
 PRODUCE_TIMEOUT_S = 10.0
 """How long a request waits for the broker's acknowledgements before answering 503."""
 BROKER_RETRY_AFTER_S = 5
@@ -312,6 +315,45 @@ def too_large(limit: int) -> web.Response:
     return error(413, f"body larger than {limit} bytes (API_MAX_BODY_BYTES)")
 
 
+async def produce_and_answer(
+    ingestor: Ingestor, events: list[tuple[dict[str, Any], TicketEvent]], client: str
+) -> web.Response:
+    """202 naming the events once the broker acknowledged them all, else 503 (retry is safe)."""
+    try:
+        accepted = await ingestor.accept(events)
+    except BrokerUnavailable as exc:
+        log.warning("ingestion refused: broker unavailable (%s)", exc, extra={"client": client})
+        return error(
+            503,
+            "the broker did not acknowledge the events; retry with the same event ids",
+            {"Retry-After": str(BROKER_RETRY_AFTER_S)},
+        )
+    return web.json_response({"accepted": accepted}, status=202)
+
+
+def webhook_handler(adapter: Adapter, ingestor: Ingestor) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A help desk's webhook route: its payload through ``adapter``, then produced like
+    ``POST /v1/tickets`` (the guard middleware already authenticated and rate-limited it)."""
+
+    async def post_webhook(request: web.Request) -> web.Response:
+        if request.content_type not in JSON_CONTENT_TYPES:
+            return error(415, f"Content-Type must be application/json (got {request.content_type!r})")
+        try:
+            document = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return web.json_response(BadRequest(f"body is not valid JSON: {exc}", "$").body(), status=400)
+        try:
+            outcome = adapter(document)
+        except PayloadError as exc:
+            return web.json_response(BadRequest(str(exc), exc.field, 0).body(), status=400)
+        if isinstance(outcome, Skipped):
+            return web.json_response({"accepted": [], "skipped": outcome.reason}, status=202)
+        item = outcome.model_dump(mode="json")
+        return await produce_and_answer(ingestor, [(item, outcome)], request[CLIENT])
+
+    return post_webhook
+
+
 def build_ingest_app(config: IngestConfig, deliver: Deliver, metrics: Metrics) -> web.Application:
     """The API's aiohttp app; ``deliver`` puts one record on the input topic and awaits its ack."""
     gate = Gate(config)
@@ -337,19 +379,12 @@ def build_ingest_app(config: IngestConfig, deliver: Deliver, metrics: Metrics) -
             events = parse_body(await request.read(), config.max_batch)
         except BadRequest as exc:
             return web.json_response(exc.body(), status=400)
-        try:
-            accepted = await ingestor.accept(events)
-        except BrokerUnavailable as exc:
-            log.warning("ingestion refused: broker unavailable (%s)", exc, extra={"client": request[CLIENT]})
-            return error(
-                503,
-                "the broker did not acknowledge the events; retry with the same event ids",
-                {"Retry-After": str(BROKER_RETRY_AFTER_S)},
-            )
-        return web.json_response({"accepted": accepted}, status=202)
+        return await produce_and_answer(ingestor, events, request[CLIENT])
 
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[guard])
     app.router.add_post(TICKETS_ROUTE, post_tickets)
+    app.router.add_post(ZENDESK_ROUTE, webhook_handler(zendesk_event, ingestor))
+    app.router.add_post(INTERCOM_ROUTE, webhook_handler(intercom_event, ingestor))
     return app
 
 
