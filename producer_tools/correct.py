@@ -35,16 +35,15 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from consumer.errors import UserError
-from consumer.kafka.topics import ensure_topics
 from consumer.routing import reachable_queues
 from consumer.taxonomy import Taxonomy, load_taxonomy
 from producer_tools.kafka_io import (
     add_connection_arguments,
     cluster_topics,
     connection_from_args,
+    ensure_or_require_topic,
     kafka_errors_as_user_errors,
     load_tool_settings,
-    require_topics,
     status,
 )
 from producer_tools.publish import (
@@ -520,14 +519,8 @@ async def send(
     """Publish every correction keyed by ticket id; Ctrl-C stops and reports what was acknowledged."""
     connection = connection_from_args(args)
     existing = await cluster_topics(connection)
-    if args.create_topic and args.topic not in existing:
-        partitions = args.partitions or connection.settings.topic_partitions
-        with kafka_errors_as_user_errors(connection):
-            await ensure_topics(
-                [args.topic], partitions, connection.settings.topic_replication_factor, connection.options()
-            )
-    else:
-        require_topics(existing, [args.topic], " (pass --create-topic to create it)")
+    hint = " (pass --create-topic to create it)"
+    await ensure_or_require_topic(connection, existing, args.topic, args.create_topic, args.partitions, hint)
     records = [
         PublishRecord(number, correction.ticket_id.encode("utf-8"), encode(correction))
         for number, correction in enumerate(corrections, start=1)

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from consumer.config import Settings, format_settings_error, settings_from_values
 from consumer.errors import UserError
 from consumer.kafka.connection import client_options
+from consumer.kafka.topics import ensure_topics
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 
@@ -206,6 +207,26 @@ def kafka_errors_as_user_errors(connection: Connection) -> Iterator[None]:
         yield
     except KafkaError as exc:
         raise UserError(f"Kafka at {connection.bootstrap}: {exc}") from None
+
+
+async def ensure_or_require_topic(
+    connection: Connection,
+    existing: dict[str, list[int]],
+    topic: str,
+    create: bool,
+    partitions: int | None,
+    hint: str,
+) -> None:
+    """``--create-topic``: create ``topic`` when it is missing (``partitions`` or TOPIC_PARTITIONS);
+    otherwise a missing topic is one line naming it, with ``hint``."""
+    if create and topic not in existing:
+        count = partitions or connection.settings.topic_partitions
+        with kafka_errors_as_user_errors(connection):
+            await ensure_topics(
+                [topic], count, connection.settings.topic_replication_factor, connection.options()
+            )
+    else:
+        require_topics(existing, [topic], hint)
 
 
 def require_topics(existing: dict[str, list[int]], wanted: Iterable[str], hint: str = "") -> None:

@@ -34,16 +34,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from consumer.errors import UserError
-from consumer.kafka.topics import ensure_topics
 from producer_tools.kafka_io import (
     Connection,
     add_connection_arguments,
     cluster_topics,
     connection_from_args,
+    ensure_or_require_topic,
     kafka_errors_as_user_errors,
     load_tool_settings,
     producer,
-    require_topics,
     status,
 )
 from producer_tools.samples import SAMPLES_RESOURCE, generate_samples
@@ -523,14 +522,8 @@ async def publish_command(
     connection = connection_from_args(args)
     topic = args.topic or connection.settings.input_topic
     existing = await cluster_topics(connection)
-    if args.create_topic and topic not in existing:
-        partitions = args.partitions or connection.settings.topic_partitions
-        with kafka_errors_as_user_errors(connection):
-            await ensure_topics(
-                [topic], partitions, connection.settings.topic_replication_factor, connection.options()
-            )
-    else:
-        require_topics(existing, [topic], " (start the router once, or pass --create-topic)")
+    hint = " (start the router once, or pass --create-topic)"
+    await ensure_or_require_topic(connection, existing, topic, args.create_topic, args.partitions, hint)
     progress = Progress(
         TextColumn(f"publishing to {topic}"),
         BarColumn(),
