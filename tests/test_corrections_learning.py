@@ -32,7 +32,6 @@ from consumer.taxonomy import load_taxonomy
 from producer_tools.fake_api import Scenario, run_in_thread
 from schemas.codec import decode, encode
 from schemas.corrections import Correction, CorrectionSource
-from schemas.events import TicketEvent
 from tests.kafka_helpers import (
     OutcomeCounter,
     consume_until,
@@ -41,6 +40,7 @@ from tests.kafka_helpers import (
     router_settings,
     running_router,
 )
+from tests.test_retriever import event as ticket
 
 TAXONOMY = load_taxonomy()
 ROUTER_LABELS = {
@@ -123,22 +123,6 @@ def test_the_republished_copy_is_learned_alike_without_the_decision() -> None:
 
 
 # --- the learner over the real store and local tier (records handed in, no broker) ------------------
-
-
-def ticket(event_id: str, subject: str, body: str) -> TicketEvent:
-    return TicketEvent.model_validate(
-        {
-            "event_id": event_id,
-            "event_type": "ticket.created",
-            "ticket_id": f"T-{event_id}",
-            "subject": subject,
-            "body": body,
-            "account_tier": "pro",
-            "customer_id": "C-1",
-            "channel": "web",
-            "created_at": "2026-11-30T09:00:00Z",
-        }
-    )
 
 
 def learner_over(
