@@ -294,28 +294,36 @@ def with_examples(examples_section: str, message: str) -> str:
 
 
 def ticket_message(ticket: TicketEvent, body_char_limit: int) -> str:
-    """One ticket, fenced, metadata first, the body capped at ``body_char_limit``.
+    """One ticket, fenced, metadata first, the body capped at ``body_char_limit``."""
+    metadata = [
+        ("ticket_id", ticket.ticket_id),
+        ("event_type", ticket.event_type.value),
+        ("account_tier", ticket.account_tier.value),
+        ("channel", ticket.channel.value),
+        ("language_hint", ticket.language or "none"),
+        ("subject", ticket.subject),
+    ]
+    return "\n".join([_USER_PREAMBLE, fenced_ticket(metadata, ticket.body, body_char_limit), _USER_CLOSING])
+
+
+def fenced_ticket(metadata: Sequence[tuple[str, str]], body: str, body_char_limit: int) -> str:
+    """Untrusted ticket text inside its fence: each metadata value on one line, then the body capped
+    at ``body_char_limit``. Every prompt that shows a customer's words (classification,
+    explanations, drafted replies) fences them with this, so none can open or close a fence.
 
     The body is cut before escaping, so the marker counts the customer's characters; a tag cut in
     half by the cap is followed by the marker line and cannot form a closing tag.
     """
-    body, cut = cap_text(ticket.body.replace("\r\n", "\n"), body_char_limit)
-    body = clean_text(body)
+    capped, cut = cap_text(body.replace("\r\n", "\n"), body_char_limit)
+    cleaned = clean_text(capped)
     if cut:
-        body += f"\n[truncated {cut} chars]"
+        cleaned += f"\n[truncated {cut} chars]"
     lines = [
-        _USER_PREAMBLE,
         FENCE_OPEN,
-        f"ticket_id: {one_line(ticket.ticket_id)}",
-        f"event_type: {ticket.event_type.value}",
-        f"account_tier: {ticket.account_tier.value}",
-        f"channel: {ticket.channel.value}",
-        f"language_hint: {one_line(ticket.language) if ticket.language else 'none'}",
-        f"subject: {one_line(ticket.subject)}",
+        *(f"{name}: {one_line(value)}" for name, value in metadata),
         "body:",
-        body,
+        cleaned,
         FENCE_CLOSE,
-        _USER_CLOSING,
     ]
     return "\n".join(lines)
 
