@@ -78,6 +78,33 @@ def cmd_consume(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _draft(settings: Settings) -> None:
+    from consumer.draft.service import run_drafter
+
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    with kafka_endpoint(settings) as bootstrap:
+        await preflight(settings, bootstrap)
+        try:
+            await run_drafter(settings, bootstrap, stop)
+        except KafkaConnectionError as exc:
+            raise UserError(f"lost Kafka at {bootstrap} while starting: {exc}") from None
+
+
+def cmd_draft(_args: argparse.Namespace) -> int:
+    """The drafter: drafts of first replies for routed tickets, for agents to review (never sent)."""
+    settings = load_settings()
+    if settings.embedded_broker:
+        # An embedded broker of its own would hold no routed tickets: the drafter would wait forever.
+        raise UserError(
+            "ticket-router draft needs KAFKA_BOOTSTRAP_SERVERS: it reads the queue topics the router "
+            "writes (for `ticket-router run`, the address it printed)"
+        )
+    configure_logging(settings.log_level)
+    asyncio.run(_draft(settings))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The demo; its exit status is 130 after Ctrl-C (the start-up is cancelled, not waited for)."""
     if args.exit_after is not None and not (math.isfinite(args.exit_after) and args.exit_after > 0):
@@ -141,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         "never to a queue or the triage topic (compare: ticket-tools shadow-report NAME)",
     )
     consume.set_defaults(handler=cmd_consume)
+
+    draft = commands.add_parser(
+        "draft",
+        help="draft first replies for routed tickets (DraftReply to DRAFTS_TOPIC), for agents to review",
+    )
+    draft.set_defaults(handler=cmd_draft)
 
     run = commands.add_parser("run", help="local demo: embedded broker, service, sample tickets, live table")
     run.add_argument(

@@ -13,7 +13,15 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    SkipValidation,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -23,6 +31,8 @@ from pydantic_settings import (
 )
 
 from consumer.api.auth import parse_credentials
+from consumer.api.mapping import WebhookMapping, load_mappings, parse_mappings, parse_path
+from consumer.api.webhooks import INTERCOM_TIER_PATH, ZENDESK_TIER_PATH
 from consumer.classify.models import (
     Effort,
     TierRequest,
@@ -34,6 +44,7 @@ from consumer.classify.models import (
     thinking_room_warning,
 )
 from schemas.corrections import DEFAULT_CORRECTIONS_TOPIC
+from schemas.drafts import DEFAULT_DRAFTS_TOPIC
 
 KNOWN_TIERS = ("local", "fast", "strong")
 
@@ -188,14 +199,88 @@ class Settings(BaseSettings):
     api_max_batch: int = Field(default=100, ge=1, le=10_000)
     api_rate_per_s: float = Field(default=50.0, gt=0)
     api_rate_burst: int = Field(default=100, ge=1)
+    # The help desks' own webhook signatures, each accepted on its own route only
+    api_zendesk_secrets: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict, description="client:webhook signing secret pairs (X-Zendesk-Webhook-Signature)"
+    )
+    api_intercom_secrets: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict, description="client:app client secret pairs (X-Hub-Signature)"
+    )
+    api_zendesk_tier_path: Annotated[tuple[str | int, ...], NoDecode] = ZENDESK_TIER_PATH
+    api_intercom_tier_path: Annotated[tuple[str | int, ...], NoDecode] = INTERCOM_TIER_PATH
+    # Read and checked once here, so a bad mapping stops the start-up (skipped by pydantic: the
+    # validator below builds the checked objects itself).
+    api_webhook_mappings: Annotated[dict[str, WebhookMapping], NoDecode, SkipValidation] = Field(
+        default_factory=dict, description="YAML file of named JSON webhook mappings (/v1/webhooks/<name>)"
+    )
 
-    @field_validator("api_tokens", "api_hmac_secrets", mode="before")
+    # Drafted replies (ticket-router draft, consumer/draft/): reads the queue topics in its own group
+    drafts_topic: str = Field(
+        default=DEFAULT_DRAFTS_TOPIC, min_length=1, description="Where DraftReply events go"
+    )
+    draft_consumer_group: str | None = Field(
+        default=None, description="unset: CONSUMER_GROUP with '.drafter' appended"
+    )
+    draft_tier: Literal["fast", "strong"] = Field(
+        default="strong", description="The model (FAST_MODEL or STRONG_MODEL) of handlers that name no tier"
+    )
+    draft_max_tokens: int = Field(
+        default=1_024, ge=64, le=16_000, description="Tokens for a reply of a handler without max_tokens"
+    )
+    draft_deadline_s: float = Field(
+        default=20.0, gt=0, description="Time for one draft, retries included; at most DRAIN_TIMEOUT_S"
+    )
+    draft_max_in_flight: int = Field(default=16, ge=1, le=10_000, description="Drafts written at once")
+    draft_metrics_port: int = Field(
+        default=9001,
+        ge=0,
+        le=65535,
+        description="The drafter's /metrics, /healthz, /readyz (on METRICS_HOST)",
+    )
+
+    @field_validator("draft_deadline_s")
+    @classmethod
+    def _draft_fits_the_drain(cls, value: float, info: ValidationInfo) -> float:
+        """A draft still being written when SIGTERM's drain ends is cancelled and written (and paid
+        for) again after the redelivery, so it must be able to finish within the drain."""
+        drain = info.data.get("drain_timeout_s")
+        if isinstance(drain, float) and value > drain:
+            raise ValueError(
+                f"{value:g} must not exceed DRAIN_TIMEOUT_S ({drain:g}): "
+                "a draft must be able to finish in a drain"
+            )
+        return value
+
+    @property
+    def drafter_group(self) -> str:
+        """The drafter's consumer group: its own offsets on the queue topics, apart from team consumers."""
+        return self.draft_consumer_group or f"{self.consumer_group}.drafter"
+
+    @field_validator(
+        "api_tokens", "api_hmac_secrets", "api_zendesk_secrets", "api_intercom_secrets", mode="before"
+    )
     @classmethod
     def _credential_pairs(cls, value: object, info: ValidationInfo) -> object:
         """``client:credential,…`` to a mapping; messages name the entry, never the credential."""
         if isinstance(value, str):
             return parse_credentials(value, "token" if info.field_name == "api_tokens" else "secret")
         return value
+
+    @field_validator("api_zendesk_tier_path", "api_intercom_tier_path", mode="before")
+    @classmethod
+    def _json_path(cls, value: object) -> object:
+        """``ticket.organization.plan`` (dotted, ``[n]`` for list items) to the steps to walk."""
+        return parse_path(value) if isinstance(value, str) else value
+
+    @field_validator("api_webhook_mappings", mode="before")
+    @classmethod
+    def _webhook_mappings(cls, value: object) -> object:
+        """A path to the mappings file (empty: none), or the document itself (tests, tools)."""
+        if isinstance(value, str | Path):
+            return load_mappings(Path(value)) if str(value).strip() else {}
+        if isinstance(value, Mapping) and all(isinstance(m, WebhookMapping) for m in value.values()):
+            return value  # checked already (a copy of settings)
+        return parse_mappings(value)
 
     @field_validator("log_level", "kafka_security_protocol", mode="before")
     @classmethod

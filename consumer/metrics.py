@@ -17,6 +17,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from consumer.classify.pipeline import PipelineResult
+from schemas.events import TokenUsage
 
 PREFIX = "ticket_router_"
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -135,6 +136,22 @@ class Metrics:
             PREFIX + "api_accepted_tickets",
             "Tickets the ingestion API produced, once the broker acknowledged them (not repeated event ids)",
             registry=r,
+        )
+        self.api_classifications = Counter(
+            PREFIX + "api_classifications",
+            "POST /v1/classify answers by outcome (routed, triage, busy); model spend is in the tier metrics",
+            ["outcome"],
+            registry=r,
+        )
+        self.api_explanations = Counter(
+            PREFIX + "api_explanations",
+            "GET /v1/explain requests by outcome "
+            "(streamed, not_found, bad_request, busy, model_error, unavailable)",
+            ["outcome"],
+            registry=r,
+        )
+        self.api_explanation_cost = Counter(
+            PREFIX + "api_explanation_cost_usd", "Model spend on explanations, USD", registry=r
         )
         # Counted by the replica that routed the corrected ticket (it knows what it decided), once:
         # per routed ticket, the production error rate of each axis.
@@ -258,3 +275,77 @@ class ShadowMetrics(Metrics):
 
     def exposition(self) -> bytes:
         return generate_latest(self.exposed)
+
+
+# -- drafted replies (ticket-router draft) ------------------------------------------------------------
+
+
+DRAFT_LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60)
+"""A draft is a few hundred output tokens: seconds, not the classifier's milliseconds."""
+
+
+class DraftMetrics(Metrics):
+    """The drafter's metrics: the Kafka loop's and the Messages API call counters it shares with the
+    router (``llm_requests``, ``llm_retries``), and its own ``ticket_router_draft…`` families.
+
+    Handler names come from the taxonomy and models from the settings, so the labels stay bounded.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        r = self.registry
+        self.drafts = Counter(
+            PREFIX + "drafts",
+            "Routed tickets a handler drafted for, by outcome (drafted, unavailable, invalid_output)",
+            ["handler", "outcome"],
+            registry=r,
+        )
+        self.drafts_skipped = Counter(
+            PREFIX + "drafts_skipped",
+            "Routed tickets given no draft, by reason (no_handler, duplicate)",
+            ["reason"],
+            registry=r,
+        )
+        self.drafts_unreadable = Counter(
+            PREFIX + "drafts_unreadable",
+            "Queue records that are not a routed ticket, sent to triage (by error_kind)",
+            ["error_kind"],
+            registry=r,
+        )
+        self.draft_latency = Histogram(
+            PREFIX + "draft_latency_seconds",
+            "Time to write one draft, retries included",
+            ["handler"],
+            buckets=DRAFT_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.draft_cost = Counter(
+            PREFIX + "draft_cost_usd",
+            "Estimated spend on drafts in USD (failed answers that were billed included)",
+            ["handler", "model"],
+            registry=r,
+        )
+        self.draft_tokens = Counter(
+            PREFIX + "draft_tokens",
+            "Tokens billed for drafts by kind (input, output, cache_read, cache_write; thinking: of output)",
+            ["handler", "model", "kind"],
+            registry=r,
+        )
+
+    def record_draft(
+        self, handler: str, model: str, outcome: str, latency_s: float, usage: TokenUsage, cost_usd: float
+    ) -> None:
+        """One draft attempt's outcome, time and spend (a failure may still have been billed)."""
+        self.child(self.drafts, handler, outcome).inc()
+        self.child(self.draft_latency, handler).observe(latency_s)
+        if cost_usd:
+            self.child(self.draft_cost, handler, model).inc(cost_usd)
+        for kind, count in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_input_tokens),
+            ("cache_write", usage.cache_creation_input_tokens),
+            ("thinking", usage.thinking_tokens),
+        ):
+            if count:
+                self.child(self.draft_tokens, handler, model, kind).inc(count)

@@ -18,12 +18,14 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumer import __version__
+from consumer.api.classify import Classifier
+from consumer.api.explain import Explainer, build_explainer
 from consumer.api.health import BrokerProbe, ClaudeApiProbe, api_problem, build_app, start_http
 from consumer.api.ingest import start_ingest
 from consumer.classify.base import Tier
@@ -218,10 +220,15 @@ def remember_decisions(decisions: RecentDecisions, triage_topic: str) -> Outcome
         if outcome.kind == "routed" and outcome.routed is not None:
             decisions.remember(outcome.routed.ticket.event_id, decision_of(outcome.routed))
         elif outcome.kind == "triaged" and outcome.ticket is not None:
-            partial = outcome.triage.partial_classification if outcome.triage is not None else None
-            decisions.remember(
-                outcome.ticket.event_id, triaged_decision(outcome.ticket, partial, triage_topic)
+            triage = outcome.triage
+            decision = triaged_decision(
+                outcome.ticket,
+                triage.partial_classification if triage is not None else None,
+                triage_topic,
+                triage.message if triage is not None else "",
+                tuple(triage.tiers_tried) if triage is not None else (),
             )
+            decisions.remember(outcome.ticket.event_id, decision)
 
     return hook
 
@@ -361,6 +368,56 @@ def check_shadow_name(shadow: str | None) -> None:
         raise UserError(f"--shadow {shadow!r}: {problem}")
 
 
+def fetch_bytes_for(settings: Settings) -> int:
+    """Room for the largest record the loop must read, with headroom over MAX_EVENT_BYTES."""
+    return max(1_048_576, settings.max_event_bytes * FETCH_BYTES_HEADROOM)
+
+
+def loop_consumer(settings: Settings, options: dict[str, Any], group: str) -> AIOKafkaConsumer:
+    """The consumer a ``KafkaLoop`` reads with (the router's, a shadow's, the drafter's): manual
+    commits only, and group timeouts that let a drain finish before the member rejoins."""
+    fetch_bytes = fetch_bytes_for(settings)
+    return AIOKafkaConsumer(
+        **options,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset=settings.auto_offset_reset,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        # Revoked partitions are drained (up to DRAIN_TIMEOUT_S) before the member rejoins; the
+        # coordinator must wait that long, or the drain costs the member its place in the group.
+        rebalance_timeout_ms=int((settings.drain_timeout_s + REBALANCE_MARGIN_S) * 1000),
+        max_partition_fetch_bytes=fetch_bytes,
+        fetch_max_bytes=max(fetch_bytes, 52_428_800),
+    )
+
+
+def loop_producer(settings: Settings, options: dict[str, Any]) -> AIOKafkaProducer:
+    """The producer a ``KafkaLoop`` publishes outcomes with: ``acks=all``, since an offset is
+    committed only once its outcome is acknowledged."""
+    return AIOKafkaProducer(
+        **options,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=1_048_576,
+        max_request_size=fetch_bytes_for(settings) + 262_144,
+        enable_idempotence=False,
+    )
+
+
+def loop_settings(settings: Settings, max_in_flight: int) -> LoopSettings:
+    """The loop's budget, commit cadence and drain from settings; the keep-alive poll comes at a
+    quarter of ``MAX_POLL_INTERVAL_MS``, well before the group would drop the member."""
+    return LoopSettings(
+        max_in_flight=max_in_flight,
+        commit_interval_s=settings.commit_interval_ms / 1000,
+        drain_timeout_s=settings.drain_timeout_s,
+        lag_refresh_s=settings.lag_refresh_s,
+        keepalive_s=settings.max_poll_interval_ms / 1000 / 4,
+    )
+
+
 async def run_service(
     settings: Settings,
     bootstrap_servers: str,
@@ -413,30 +470,9 @@ async def run_service(
             )
         if created:
             log.info("created %d topics", len(created), extra={"topics": created})
-    fetch_bytes = max(1_048_576, settings.max_event_bytes * FETCH_BYTES_HEADROOM)
     group = settings.consumer_group if shadow is None else shadow_group(settings.consumer_group, shadow)
-    consumer = AIOKafkaConsumer(
-        **options,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset=settings.auto_offset_reset,
-        session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=settings.heartbeat_interval_ms,
-        max_poll_interval_ms=settings.max_poll_interval_ms,
-        # Revoked partitions are drained (up to DRAIN_TIMEOUT_S) before the member rejoins; the
-        # coordinator must wait that long, or the drain costs the member its place in the group.
-        rebalance_timeout_ms=int((settings.drain_timeout_s + REBALANCE_MARGIN_S) * 1000),
-        max_partition_fetch_bytes=fetch_bytes,
-        fetch_max_bytes=max(fetch_bytes, 52_428_800),
-    )
-    producer = AIOKafkaProducer(
-        **options,
-        acks="all",
-        linger_ms=5,
-        max_batch_size=1_048_576,
-        max_request_size=fetch_bytes + 262_144,
-        enable_idempotence=False,
-    )
+    consumer = loop_consumer(settings, options, group)
+    producer = loop_producer(settings, options)
     decisions = RecentDecisions(settings.recent_decisions)
     learner = build_learner(settings, taxonomy, tiers, decisions, metrics, shadow=shadow is not None)
     learner_consumer = (
@@ -451,13 +487,7 @@ async def run_service(
         *(extra_hooks or []),
     ]
     loop = KafkaLoop(
-        LoopSettings(
-            max_in_flight=settings.max_in_flight,
-            commit_interval_s=settings.commit_interval_ms / 1000,
-            drain_timeout_s=settings.drain_timeout_s,
-            lag_refresh_s=settings.lag_refresh_s,
-            keepalive_s=settings.max_poll_interval_ms / 1000 / 4,
-        ),
+        loop_settings(settings, settings.max_in_flight),
         consumer,
         producer,
         processor,
@@ -469,6 +499,7 @@ async def run_service(
     runner: web.AppRunner | None = None
     api_runner: web.AppRunner | None = None
     api_port: int | None = None
+    explainer: Explainer | None = None
     try:
         runner, http_port = await start_http(
             build_app(metrics, loop.state, lambda: loop_task, BrokerProbe(consumer.topics), claude),
@@ -477,7 +508,13 @@ async def run_service(
         )
         await producer.start()
         if settings.api_port is not None and shadow is None:  # a shadow publishes only its decisions
-            api_runner, api_port = await start_ingest(settings, settings.api_port, producer, metrics)
+            explainer = build_explainer(settings, taxonomy, decisions, options, metrics)
+            classifier = Classifier(
+                pipeline.classify, taxonomy, settings.queue_topic_prefix, settings.triage_topic, metrics
+            )
+            api_runner, api_port = await start_ingest(
+                settings, settings.api_port, producer, metrics, classifier, explainer
+            )
         if learner is not None and learner_consumer is not None:
             learner.producer = producer
             await learner_consumer.start()
@@ -505,6 +542,8 @@ async def run_service(
     finally:
         if api_runner is not None:  # first: no request may be accepted once the producer stops
             await api_runner.cleanup()
+        if explainer is not None:
+            await explainer.close()
         if learner_task is not None:
             learner_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

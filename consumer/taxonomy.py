@@ -1,4 +1,4 @@
-"""The taxonomy file: axes, labels, thresholds, routing rules and business rules.
+"""The taxonomy file: axes, labels, thresholds, routing rules, business rules and reply handlers.
 
 It is the single source of truth for the prompt, the model's output schema, the local tier's
 labels, the routing and the topics created at start-up, so every cross-reference in it is checked
@@ -27,7 +27,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import yaml
@@ -93,6 +93,41 @@ class RoutingRule(BaseModel):
         return [field for _, field, _, _ in string.Formatter().parse(self.queue) if field is not None]
 
 
+DraftTier = Literal["fast", "strong"]
+
+
+class Handler(BaseModel):
+    """A drafted-reply handler (``ticket-router draft``): which routed tickets it writes first replies
+    for, and the instructions its model gets. A new handler is configuration, not code.
+
+    It matches a routed ticket when the ticket's queue is one of ``queues`` (if given) and every axis
+    named in ``when`` has one of the listed labels (as in a routing rule); at least one of the two
+    must be given, so that a handler for every ticket is written down on purpose (``when: {}`` is
+    refused; list the queues). The first matching handler in file order wins.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    queues: list[str] = Field(default_factory=list)
+    when: dict[str, str | list[str]] = Field(default_factory=dict)
+    instructions: str = Field(min_length=1, max_length=20_000)
+    tier: DraftTier | None = Field(default=None, description="None: the DRAFT_TIER setting")
+    max_tokens: int | None = Field(
+        default=None, ge=64, le=16_000, description="Tokens for the reply; None: DRAFT_MAX_TOKENS"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_label(cls, name: str) -> str:
+        if not LABEL_PATTERN.match(name):
+            raise ValueError(
+                f"handler name {name!r} must be lower-case letters, digits, '_', '.' or '-' "
+                "(it becomes a metric label)"
+            )
+        return name
+
+
 class Taxonomy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -101,6 +136,9 @@ class Taxonomy(BaseModel):
     axes: dict[str, Axis] = Field(min_length=1)
     routing: list[RoutingRule] = Field(min_length=1)
     business_rules: list[str] = Field(default_factory=list)
+    handlers: list[Handler] = Field(
+        default_factory=list, description="Drafted-reply handlers (ticket-router draft), first match wins"
+    )
 
     @model_validator(mode="after")
     def _cross_references(self) -> Taxonomy:
@@ -114,16 +152,7 @@ class Taxonomy(BaseModel):
             if rule.name in seen_names:
                 raise ValueError(f"{where}.name: duplicate rule name {rule.name!r}")
             seen_names.add(rule.name)
-            for axis, wanted in rule.when.items():
-                if axis not in self.axes:
-                    raise ValueError(f"{where}.when: unknown axis {axis!r} (allowed: {allowed_axes})")
-                labels = self.axes[axis].labels
-                for label in [wanted] if isinstance(wanted, str) else wanted:
-                    if label not in labels:
-                        raise ValueError(
-                            f"{where}.when.{axis}: {label!r} is not a label of axis {axis!r} "
-                            f"(allowed: {', '.join(labels)})"
-                        )
+            self._check_when(where, rule.when)
             for field in rule.template_fields():
                 if field not in self.axes:
                     raise ValueError(f"{where}.queue: {{{field}}} is not an axis (allowed: {allowed_axes})")
@@ -132,7 +161,49 @@ class Taxonomy(BaseModel):
                 f"routing[{len(self.routing) - 1}] ({self.routing[-1].name}).when: the last rule must "
                 "match every ticket (an empty 'when'), so that every ticket has a queue"
             )
+        if self.handlers:
+            self._check_handlers()
         return self
+
+    def _check_when(self, where: str, when: Mapping[str, str | list[str]]) -> None:
+        """Every axis a ``when`` names exists and every label it lists is one of that axis's."""
+        for axis, wanted in when.items():
+            if axis not in self.axes:
+                raise ValueError(f"{where}.when: unknown axis {axis!r} (allowed: {', '.join(self.axes)})")
+            labels = self.axes[axis].labels
+            for label in [wanted] if isinstance(wanted, str) else wanted:
+                if label not in labels:
+                    raise ValueError(
+                        f"{where}.when.{axis}: {label!r} is not a label of axis {axis!r} "
+                        f"(allowed: {', '.join(labels)})"
+                    )
+
+    def _check_handlers(self) -> None:
+        """A handler may only name labels that exist and queues that routing can produce: a typo
+        would otherwise leave a queue without drafts, silently."""
+        # Imported here: routing imports this module (for the rule type), and routing is what knows
+        # which queues the rules can produce.
+        from consumer.routing import reachable_queues
+
+        queues = reachable_queues(self) if any(handler.queues for handler in self.handlers) else []
+        seen: set[str] = set()
+        for index, handler in enumerate(self.handlers):
+            where = f"handlers[{index}] ({handler.name})"
+            if handler.name in seen:
+                raise ValueError(f"{where}.name: duplicate handler name {handler.name!r}")
+            seen.add(handler.name)
+            if not handler.queues and not handler.when:
+                raise ValueError(
+                    f"{where}: a handler needs 'queues', 'when' or both (to draft for every ticket, "
+                    "list every queue)"
+                )
+            self._check_when(where, handler.when)
+            for queue in handler.queues:
+                if queue not in queues:
+                    raise ValueError(
+                        f"{where}.queues: {queue!r} is not a queue routing can produce "
+                        f"(allowed: {', '.join(queues)})"
+                    )
 
     @property
     def axis_names(self) -> list[str]:
@@ -150,12 +221,16 @@ class Taxonomy(BaseModel):
         return {name: axis.threshold for name, axis in self.axes.items()}
 
     def fingerprint(self) -> str:
-        """Stable hash of everything in the file; part of ``prompt_version``.
+        """Stable hash of everything in the file but the handlers; part of ``prompt_version``.
 
         The dump includes defaulted fields, so it hashes the effective values (a left-out
         threshold counts as ``DEFAULT_THRESHOLD``), not the text as written.
         """
-        effective = self.model_dump(mode="json", exclude_defaults=False, exclude_unset=False)
+        # Handlers only write drafts of replies; editing one must not change how tickets are
+        # classified or the router's prompt_version (a draft carries its handler's own version).
+        effective = self.model_dump(
+            mode="json", exclude_defaults=False, exclude_unset=False, exclude={"handlers"}
+        )
         for axis in effective["axes"].values():
             if axis.get("local_threshold") is None:
                 axis.pop("local_threshold", None)  # unset: the same fingerprint as before it existed
@@ -271,5 +346,5 @@ def load_taxonomy(path: Path | str | None = None, *, origin: str = "TAXONOMY_PAT
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TaxonomyError(f"{file}: not valid YAML: {first_line}") from None
     if not isinstance(data, Mapping):
-        raise TaxonomyError(f"{file}: expected a mapping with keys axes, routing, business_rules")
+        raise TaxonomyError(f"{file}: expected a mapping with keys axes, routing, business_rules, handlers")
     return parse_taxonomy(data, source=str(file))

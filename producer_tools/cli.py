@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "producer_tools.bench",
     "producer_tools.costs",
     "producer_tools.shadow_report",
+    "producer_tools.explain",
 )
 
 

@@ -53,9 +53,10 @@ HEADER_ORIGINAL = "x-original-source"
 HEADER_ORIGINAL_EVENT_ID = "x-original-event-id"
 ALL_KINDS = "all"
 UNCHANGED_FAILS: frozenset[ErrorKind] = frozenset(
-    {ErrorKind.MALFORMED_JSON, ErrorKind.SCHEMA_INVALID, ErrorKind.TOO_LARGE}
+    {ErrorKind.MALFORMED_JSON, ErrorKind.SCHEMA_INVALID, ErrorKind.TOO_LARGE, ErrorKind.DRAFT_FAILED}
 )
-"""Kinds whose original bytes are refused again as they are: replayed only when named."""
+"""Kinds whose original bytes the input topic refuses again as they are: replayed only when named.
+A ``draft_failed`` record holds a routed ticket (the drafter's input), not a TicketEvent."""
 DEFAULT_KINDS: frozenset[ErrorKind] = frozenset(ErrorKind) - UNCHANGED_FAILS
 
 

@@ -58,6 +58,9 @@ class ErrorKind(StrEnum):
     LLM_INVALID_OUTPUT = "llm_invalid_output"
     LOW_CONFIDENCE = "low_confidence"
     INTERNAL = "internal"
+    DRAFT_FAILED = "draft_failed"
+    """``ticket-router draft`` could not draft a reply for a routed ticket (the message says why); the
+    ticket itself is in its queue, and the original is the ``RoutedTicket`` read from that queue."""
 
 
 class TicketEvent(BaseModel):

@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 
 from schemas.corrections import CORRECTION_MODELS
+from schemas.drafts import DRAFT_MODELS
 from schemas.events import WIRE_MODELS
 from schemas.shadow import SHADOW_MODELS
 
@@ -16,7 +17,7 @@ SCHEMA_DIR = Path(__file__).parent / "json"
 def rendered_schemas() -> dict[str, bytes]:
     """File name → JSON Schema bytes, exactly as written by ``export``."""
     out: dict[str, bytes] = {}
-    for model in WIRE_MODELS + CORRECTION_MODELS + SHADOW_MODELS:
+    for model in WIRE_MODELS + CORRECTION_MODELS + SHADOW_MODELS + DRAFT_MODELS:
         schema = model.model_json_schema(mode="serialization")
         out[f"{model.__name__}.json"] = (
             orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"

@@ -105,6 +105,14 @@ def test_only_the_default_kinds_get_the_default_note() -> None:
     assert "by default" not in summary(plan, Counter(), "replayed", "t", named)
 
 
+def test_a_drafter_failure_is_not_replayed_into_the_input_topic_by_default() -> None:
+    plan = plan_replays(
+        raw_triage(["draft_failed", "llm_unavailable"]), DEFAULT_KINDS, lambda: NOW, counter_ids()
+    )
+    assert [replay.error_kind.value for replay in plan.replays] == ["llm_unavailable"]
+    assert "draft_failed (" in summary(plan, Counter(), "replayed", "t", DEFAULT_KINDS)
+
+
 def test_a_created_target_gets_the_flag_else_the_input_topics_else_the_setting() -> None:
     connection = Connection(settings_from_values({"input_topic": "in", "topic_partitions": 6}), "b:1", 1.0)
     assert replay_partitions(connection, {"in": [0, 1]}, 4) == 4

@@ -250,28 +250,37 @@ def build_app(
     return app
 
 
-def bind_error(exc: OSError, host: str, port: int) -> str:
-    """One line naming the setting to fix when the HTTP server cannot bind. Pure, for tests."""
+def bind_error(
+    exc: OSError, host: str, port: int, host_setting: str = "METRICS_HOST", port_setting: str = "METRICS_PORT"
+) -> str:
+    """One line naming the setting to fix when an HTTP server cannot bind (the router's metrics
+    port, the API's, the drafter's). Pure, for tests."""
     if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
         reason = exc.strerror or str(exc)
         return (
-            f"METRICS_HOST={host}: not an address of this machine ({reason}); expected an IP address "
+            f"{host_setting}={host}: not an address of this machine ({reason}); expected an IP address "
             "or host name of it, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
         )
     if exc.errno == errno.EADDRINUSE:
         return (
-            f"METRICS_PORT={port}: the port is already in use on {host}; expected a free port "
-            "(METRICS_PORT=0 picks one)"
+            f"{port_setting}={port}: the port is already in use on {host}; expected a free port "
+            f"({port_setting}=0 picks one)"
         )
     if exc.errno == errno.EACCES:
         return (
-            f"METRICS_PORT={port}: not allowed to listen on it (ports below 1024 need privileges); "
+            f"{port_setting}={port}: not allowed to listen on it (ports below 1024 need privileges); "
             "expected 1024-65535, or 0 for any free port"
         )
-    return f"METRICS_HOST={host}, METRICS_PORT={port}: cannot listen there ({exc.strerror or exc})"
+    return f"{host_setting}={host}, {port_setting}={port}: cannot listen there ({exc.strerror or exc})"
 
 
-async def start_http(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_http(
+    app: web.Application,
+    host: str,
+    port: int,
+    port_setting: str = "METRICS_PORT",
+    host_setting: str = "METRICS_HOST",
+) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner and the bound port (port 0 picks a free one).
 
     A bind failure is the operator's to fix, so it is a ``UserError`` naming the setting.
@@ -283,7 +292,7 @@ async def start_http(app: web.Application, host: str, port: int) -> tuple[web.Ap
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise UserError(bind_error(exc, host, port)) from None
+        raise UserError(bind_error(exc, host, port, host_setting, port_setting)) from None
     bound = port
     for address in runner.addresses:
         bound = int(address[1])

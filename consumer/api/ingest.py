@@ -25,19 +25,38 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr, ValidationError
 
+from consumer import __version__
 from consumer.api.auth import (
+    INTERCOM_SIGNATURE_HEADER,
+    ZENDESK_SIGNATURE_HEADER,
+    ZENDESK_TIMESTAMP_HEADER,
     SeenSignatures,
     SignedRequest,
     Unauthorized,
     bearer_client,
     check_signed_headers,
+    check_zendesk_headers,
     hmac_client,
+    intercom_client,
+    signature_key,
+    zendesk_client,
 )
-from consumer.api.health import bind_error
+from consumer.api.classify import CLASSIFY_ROUTE, Classifier
+from consumer.api.explain import EXPLAIN_ROUTE, Explainer
+from consumer.api.health import start_http
+from consumer.api.mapping import WebhookMapping, adapter_for
+from consumer.api.openapi import OPENAPI_ROUTE, Limits, Operation, openapi_document
 from consumer.api.ratelimit import RateLimiter, retry_after_header
-from consumer.api.webhooks import Adapter, PayloadError, Skipped, intercom_event, zendesk_event
+from consumer.api.webhooks import (
+    INTERCOM_TIER_PATH,
+    ZENDESK_TIER_PATH,
+    Adapter,
+    PayloadError,
+    Skipped,
+    intercom_event,
+    zendesk_event,
+)
 from consumer.config import Settings
-from consumer.errors import UserError
 from consumer.metrics import Metrics
 from schemas.events import TicketEvent
 
@@ -46,12 +65,16 @@ log = logging.getLogger("ticket_router")
 TICKETS_ROUTE = "/v1/tickets"
 ZENDESK_ROUTE = "/v1/webhooks/zendesk"
 INTERCOM_ROUTE = "/v1/webhooks/intercom"
+MAPPED_ROUTE = "/v1/webhooks/{name}"
+"""One route per API_WEBHOOK_MAPPINGS entry (a static path each, so metric labels stay bounded)."""
 PRODUCE_TIMEOUT_S = 10.0
 """How long a request waits for the broker's acknowledgements before answering 503."""
 BROKER_RETRY_AFTER_S = 5
 JSON_CONTENT_TYPES = ("application/json",)
 CLIENT = web.RequestKey("client", str)
 """The authenticated client's name, for the handlers."""
+REMEMBERED = web.RequestKey("remembered_signature", str)
+"""The signature this request's authentication remembered against replays (if it was signed)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +88,11 @@ class IngestConfig:
     rate_burst: int
     dedup_window: int
     produce_timeout_s: float = PRODUCE_TIMEOUT_S
+    zendesk_secrets: Mapping[str, SecretStr] = field(default_factory=dict)
+    intercom_secrets: Mapping[str, SecretStr] = field(default_factory=dict)
+    zendesk_tier_path: tuple[str | int, ...] = ZENDESK_TIER_PATH
+    intercom_tier_path: tuple[str | int, ...] = INTERCOM_TIER_PATH
+    webhook_mappings: Mapping[str, WebhookMapping] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestConfig:
@@ -77,6 +105,11 @@ class IngestConfig:
             rate_per_s=settings.api_rate_per_s,
             rate_burst=settings.api_rate_burst,
             dedup_window=settings.dedup_window,
+            zendesk_secrets=settings.api_zendesk_secrets,
+            intercom_secrets=settings.api_intercom_secrets,
+            zendesk_tier_path=settings.api_zendesk_tier_path,
+            intercom_tier_path=settings.api_intercom_tier_path,
+            webhook_mappings=settings.api_webhook_mappings,
         )
 
 
@@ -265,15 +298,20 @@ class Gate:
         self.limiter = RateLimiter(self.config.rate_per_s, self.config.rate_burst)
 
     async def client_of(self, request: web.Request) -> str:
-        """Who sent ``request``; reads the body only for a signed request whose headers pass."""
+        """Who sent ``request``: a bearer token on any route; a help desk's own signature on its
+        own route only; else our X-Signature. A signed request's headers are checked before its
+        body is read, and the body is verified as bytes before anything parses it as JSON."""
         authorization = request.headers.get("Authorization")
         if authorization is not None:
             return bearer_client(authorization, self.config.tokens)
+        route = route_label(request)
+        if route == ZENDESK_ROUTE and ZENDESK_SIGNATURE_HEADER in request.headers:
+            return await self.zendesk_client(request)
+        if route == INTERCOM_ROUTE and INTERCOM_SIGNATURE_HEADER in request.headers:
+            signature = request.headers.get(INTERCOM_SIGNATURE_HEADER)
+            return intercom_client(signature, await request.read(), self.config.intercom_secrets, time.time())
         if "X-Signature" not in request.headers:
-            raise Unauthorized(
-                "credentials missing: send Authorization: Bearer <token>, or X-Client, X-Timestamp "
-                "and X-Signature: sha256=<HMAC-SHA256 of '<timestamp>.' + body>"
-            )
+            raise Unauthorized(missing_credentials(route))
         signed = SignedRequest(
             request.headers.get("X-Client"),
             request.headers.get("X-Timestamp"),
@@ -282,12 +320,41 @@ class Gate:
         )
         check_signed_headers(signed, self.config.hmac_secrets, time.time(), self.seen.window_s)
         body = await request.read()
-        return hmac_client(
+        client = hmac_client(
             SignedRequest(signed.client, signed.timestamp, signed.signature, body),
             self.config.hmac_secrets,
             time.time(),
             self.seen,
         )
+        request[REMEMBERED] = signature_key(signed.signature)
+        return client
+
+    async def zendesk_client(self, request: web.Request) -> str:
+        """Zendesk's X-Zendesk-Webhook-Signature, with our 300 s window and replay refusal."""
+        signed = SignedRequest(
+            None,
+            request.headers.get(ZENDESK_TIMESTAMP_HEADER),
+            request.headers.get(ZENDESK_SIGNATURE_HEADER),
+            b"",
+        )
+        check_zendesk_headers(signed, time.time(), self.seen.window_s)
+        body = await request.read()
+        client = zendesk_client(
+            SignedRequest(None, signed.timestamp, signed.signature, body),
+            self.config.zendesk_secrets,
+            time.time(),
+            self.seen,
+        )
+        request[REMEMBERED] = signature_key(signed.signature)
+        return client
+
+    def release(self, request: web.Request) -> None:
+        """A signed request that was not accepted may be sent again as it was: a help desk's retry
+        after our 429 or 503 carries the same signature, and refusing it as a replay would lose
+        the ticket. A replay of an accepted request is still refused."""
+        remembered = request.get(REMEMBERED)
+        if remembered is not None:
+            self.seen.forget(remembered)
 
     async def answer(
         self, request: web.Request, handler: Callable[..., Awaitable[Any]]
@@ -301,14 +368,33 @@ class Gate:
             return error(401, str(exc), {"WWW-Authenticate": 'Bearer realm="ticket-router"'})
         wait_s = self.limiter.take(client, time.monotonic())
         if wait_s > 0:
+            self.release(request)
             return error(
                 429,
                 f"rate limit of client {client!r} reached; retry after {retry_after_header(wait_s)} s",
                 {"Retry-After": retry_after_header(wait_s)},
             )
         request[CLIENT] = client
-        response: web.StreamResponse = await handler(request)
+        try:
+            response: web.StreamResponse = await handler(request)
+        except BaseException:
+            self.release(request)
+            raise
+        if not 200 <= response.status < 300:
+            self.release(request)
         return response
+
+
+def missing_credentials(route: str) -> str:
+    """The 401 for a request with no credentials, naming what this route accepts."""
+    native = {
+        ZENDESK_ROUTE: f", or Zendesk's {ZENDESK_SIGNATURE_HEADER} and {ZENDESK_TIMESTAMP_HEADER}",
+        INTERCOM_ROUTE: f", or Intercom's {INTERCOM_SIGNATURE_HEADER}: sha1=<hex>",
+    }.get(route, "")
+    return (
+        "credentials missing: send Authorization: Bearer <token>, or X-Client, X-Timestamp "
+        f"and X-Signature: sha256=<HMAC-SHA256 of '<timestamp>.' + body>{native}"
+    )
 
 
 def too_large(limit: int) -> web.Response:
@@ -354,8 +440,32 @@ def webhook_handler(adapter: Adapter, ingestor: Ingestor) -> Callable[[web.Reque
     return post_webhook
 
 
-def build_ingest_app(config: IngestConfig, deliver: Deliver, metrics: Metrics) -> web.Application:
-    """The API's aiohttp app; ``deliver`` puts one record on the input topic and awaits its ack."""
+def classify_handler(classifier: Classifier) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def post_classify(request: web.Request) -> web.Response:
+        if request.content_type not in JSON_CONTENT_TYPES:
+            return error(415, f"Content-Type must be application/json (got {request.content_type!r})")
+        try:
+            document = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return web.json_response(BadRequest(f"body is not valid JSON: {exc}", "$").body(), status=400)
+        try:
+            ticket = validate_event(document, "$", 0)
+        except BadRequest as exc:
+            return web.json_response(exc.body(), status=400)
+        return await classifier.answer(ticket)
+
+    return post_classify
+
+
+def build_ingest_app(
+    config: IngestConfig,
+    deliver: Deliver,
+    metrics: Metrics,
+    classifier: Classifier | None = None,
+    explainer: Explainer | None = None,
+) -> web.Application:
+    """The API's aiohttp app; ``deliver`` puts one record on the input topic and awaits its ack.
+    Without a ``classifier`` or ``explainer`` (tests of ingestion alone) their routes are absent."""
     gate = Gate(config)
     ingestor = Ingestor(
         deliver, AcceptedIds(config.dedup_window), config.produce_timeout_s, metrics.api_accepted_tickets.inc
@@ -382,33 +492,56 @@ def build_ingest_app(config: IngestConfig, deliver: Deliver, metrics: Metrics) -
         return await produce_and_answer(ingestor, events, request[CLIENT])
 
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[guard])
-    app.router.add_post(TICKETS_ROUTE, post_tickets)
-    app.router.add_post(ZENDESK_ROUTE, webhook_handler(zendesk_event, ingestor))
-    app.router.add_post(INTERCOM_ROUTE, webhook_handler(intercom_event, ingestor))
+    operations: list[Operation] = []
+
+    def serve(op: Operation, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+        app.router.add_route(op.method.upper(), op.path, handler)
+        operations.append(op)
+
+    serve(Operation("post", TICKETS_ROUTE, "tickets"), post_tickets)
+    zendesk = functools.partial(zendesk_event, tier_path=config.zendesk_tier_path)
+    intercom = functools.partial(intercom_event, tier_path=config.intercom_tier_path)
+    serve(Operation("post", ZENDESK_ROUTE, "zendesk"), webhook_handler(zendesk, ingestor))
+    serve(Operation("post", INTERCOM_ROUTE, "intercom"), webhook_handler(intercom, ingestor))
+    for name, mapping in config.webhook_mappings.items():  # names are checked: no clash with the two above
+        path = MAPPED_ROUTE.format(name=name)
+        serve(Operation("post", path, "mapped"), webhook_handler(adapter_for(mapping), ingestor))
+    if classifier is not None:
+        serve(Operation("post", CLASSIFY_ROUTE, "classify"), classify_handler(classifier))
+    if explainer is not None:
+        serve(Operation("get", EXPLAIN_ROUTE, "explain"), explainer.handle)
+    openapi_op = Operation("get", OPENAPI_ROUTE, "openapi")
+    document = openapi_document(
+        [*operations, openapi_op], __version__, Limits(config.max_body_bytes, config.max_batch)
+    )
+
+    async def get_openapi(_request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    serve(openapi_op, get_openapi)
     return app
 
 
 async def start_api(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Serve the API; returns the runner and the bound port (0 picks a free one). A bind failure
     is one line naming API_HOST or API_PORT."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise UserError(bind_error(exc, host, port).replace("METRICS_", "API_")) from None
-    bound = port
-    for address in runner.addresses:
-        bound = int(address[1])
-    return runner, bound
+    return await start_http(app, host, port, "API_PORT", "API_HOST")
 
 
 async def start_ingest(
-    settings: Settings, port: int, producer: AIOKafkaProducer, metrics: Metrics
+    settings: Settings,
+    port: int,
+    producer: AIOKafkaProducer,
+    metrics: Metrics,
+    classifier: Classifier | None = None,
+    explainer: Explainer | None = None,
 ) -> tuple[web.AppRunner, int]:
     """The API of a running service on ``port``, producing with its acks=all producer."""
     app = build_ingest_app(
-        IngestConfig.from_settings(settings), kafka_delivery(producer, settings.input_topic), metrics
+        IngestConfig.from_settings(settings),
+        kafka_delivery(producer, settings.input_topic),
+        metrics,
+        classifier,
+        explainer,
     )
     return await start_api(app, settings.api_host, port)

@@ -24,10 +24,12 @@ from pydantic import ValidationError
 from schemas.events import AccountTier, AuthorRole, Channel, EventType, TicketEvent
 
 DEFAULT_TIER = AccountTier.STARTER
-ZENDESK_TIER_PATH: tuple[str, ...] = ("ticket", "account_tier")
-"""Where the Zendesk body template may put the tier (e.g. ``{{ticket.organization.custom_fields.plan}}``)."""
-INTERCOM_TIER_PATH: tuple[str, ...] = ("data", "item", "custom_attributes", "account_tier")
-"""A conversation attribute the Intercom workspace may define to carry the tier."""
+ZENDESK_TIER_PATH: tuple[str | int, ...] = ("ticket", "account_tier")
+"""Where the Zendesk body template may put the tier (e.g. ``{{ticket.organization.custom_fields.plan}}``);
+API_ZENDESK_TIER_PATH replaces it."""
+INTERCOM_TIER_PATH: tuple[str | int, ...] = ("data", "item", "custom_attributes", "account_tier")
+"""A conversation attribute the Intercom workspace may define to carry the tier;
+API_INTERCOM_TIER_PATH replaces it."""
 INTERCOM_TOPICS = {
     "conversation.user.created": EventType.CREATED,
     "conversation.user.replied": EventType.MESSAGE_ADDED,
@@ -113,7 +115,7 @@ def timestamp(document: object, path: Sequence[str | int]) -> datetime:
     raise PayloadError(path_of(path), "missing" if value is None else "not an ISO 8601 time or Unix seconds")
 
 
-def tier_at(document: object, path: Sequence[str]) -> AccountTier:
+def tier_at(document: object, path: Sequence[str | int]) -> AccountTier:
     """The tier a payload field maps to; absent or unknown values get the default, so a help
     desk's own plan names never make its webhooks fail."""
     value = optional_text(document, path).lower()
@@ -233,7 +235,7 @@ def build_event(fields: dict[str, Any]) -> TicketEvent:
         raise PayloadError(path_of(tuple(first["loc"])), f"as TicketEvent: {first['msg']}") from None
 
 
-def zendesk_event(payload: object, tier_path: Sequence[str] = ZENDESK_TIER_PATH) -> TicketEvent:
+def zendesk_event(payload: object, tier_path: Sequence[str | int] = ZENDESK_TIER_PATH) -> TicketEvent:
     """A Zendesk webhook with the documented body template (``{"ticket": {...}}``).
 
     ``ticket.event`` is ``"created"`` (the trigger on ticket creation) or ``"comment_added"`` (the
@@ -287,7 +289,9 @@ def intercom_message(payload: object, event_type: EventType) -> tuple[tuple[str 
     return part, "part:" + required_text(payload, (*part, "id"))
 
 
-def intercom_event(payload: object, tier_path: Sequence[str] = INTERCOM_TIER_PATH) -> TicketEvent | Skipped:
+def intercom_event(
+    payload: object, tier_path: Sequence[str | int] = INTERCOM_TIER_PATH
+) -> TicketEvent | Skipped:
     """An Intercom webhook notification (``type: notification_event``): a customer's new
     conversation or reply becomes an event; any other topic is Skipped."""
     if not isinstance(payload, Mapping):

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -24,11 +25,17 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from consumer.kafka.offsets import OffsetTracker
 from consumer.metrics import Metrics
-from consumer.processing import InputRecord, Outcome, RecordProcessor
+from consumer.processing import InputRecord, Outcome
 
 log = logging.getLogger(__name__)
 
 PUBLISH_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Processor(Protocol):
+    """What the loop runs per record: the router's RecordProcessor, or the drafter's."""
+
+    async def process(self, record: InputRecord) -> Outcome: ...
 
 
 @dataclass
@@ -72,7 +79,7 @@ class KafkaLoop:
         settings: LoopSettings,
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
-        processor: RecordProcessor,
+        processor: Processor,
         metrics: Metrics,
         on_outcome: OutcomeHook | None = None,
     ) -> None:

@@ -40,6 +40,13 @@ class Decision:
     labels: Mapping[str, str]
     queue: str
     model: str
+    confidences: Mapping[str, float] = field(default_factory=dict)
+    rule: str = ""
+    """The routing rule that chose the queue ('' for triage): what an explanation is grounded in."""
+    reason: str = ""
+    """The model's own routing reason, or why the ticket went to triage."""
+    tiers: tuple[str, ...] = ()
+    low_confidence: bool = False
 
 
 def decision_of(routed: RoutedTicket) -> Decision:
@@ -52,20 +59,34 @@ def decision_of(routed: RoutedTicket) -> Decision:
         labels={axis: answer.label for axis, answer in routed.classification.axes.items()},
         queue=routed.queue,
         model=routed.model_used,
+        confidences={axis: answer.confidence for axis, answer in routed.classification.axes.items()},
+        rule=routed.rule,
+        reason=routed.classification.routing_reason,
+        tiers=tuple(routed.tiers_tried),
+        low_confidence=routed.low_confidence,
     )
 
 
-def triaged_decision(ticket: TicketEvent, partial: Classification | None, queue: str) -> Decision:
-    """A ticket sent to triage: its text, and whatever labels the last tier gave before it gave up."""
-    labels = {axis: answer.label for axis, answer in partial.axes.items()} if partial is not None else {}
+def triaged_decision(
+    ticket: TicketEvent,
+    partial: Classification | None,
+    queue: str,
+    reason: str = "",
+    tiers: tuple[str, ...] = (),
+) -> Decision:
+    """A ticket sent to triage: its text, whatever labels the last tier gave before it gave up, and why."""
+    axes = partial.axes if partial is not None else {}
     return Decision(
         ticket_id=ticket.ticket_id,
         subject=ticket.subject,
         body=ticket.body[:KEPT_BODY_CHARS],
         language=ticket.language or "",
-        labels=labels,
+        labels={axis: answer.label for axis, answer in axes.items()},
         queue=queue,
         model="",
+        confidences={axis: answer.confidence for axis, answer in axes.items()},
+        reason=reason,
+        tiers=tiers,
     )
 
 

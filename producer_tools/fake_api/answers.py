@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from consumer.classify.tokens import CHARS_PER_TOKEN, estimate_tokens
+from consumer.draft.prompt import DRAFT_REQUEST
 from producer_tools.fake_api.scenario import (
     FixedLabel,
     HashLabels,
@@ -384,12 +385,35 @@ def labels_in(text: str) -> list[tuple[str, str]]:
     return list(found.items())[:MAX_ECHOED_LABELS]
 
 
+_SUBJECT_LINE = re.compile(r"^subject:[ \t]*(.*)$", re.MULTILINE)
+
+
+def draft_reply_text(prompt: str) -> str:
+    """A reply-shaped draft for a ``ticket-router draft`` request: greeting, a body naming the ticket's
+    subject, id and queue (so a test can tell which ticket a draft answers), a sign-off placeholder."""
+    id_match = _TICKET_ID.search(prompt)
+    subject_match = _SUBJECT_LINE.search(prompt)
+    queue_match = re.search(r"to queue (\S+) with", prompt)
+    subject = subject_match.group(1).strip() if subject_match else ""
+    about = f' about "{subject}"' if subject else ""
+    ticket = f" (ticket {id_match.group(1)})" if id_match else ""
+    team = f" The {queue_match.group(1)} team is looking into it." if queue_match else ""
+    return (
+        f"Hello,\n\nThank you for writing to us{about}{ticket}.{team} "
+        "Here is what we suggest in the meantime: [steps for the agent to confirm].\n\n"
+        "Best regards,\n[agent name]"
+    )
+
+
 def free_text_answer(prompt: str) -> str:
-    """The prose a model writes when asked for text: a short explanation echoing the prompt's labels.
+    """The prose a model writes when asked for text: a draft reply when the prompt asks for one
+    (``ticket-router draft``), else a short explanation echoing the prompt's labels.
 
     A pure function of the prompt, so a streamed and a non-streamed request get the same words, and a
     test of an explanation feature can predict them from the labels it put in the prompt.
     """
+    if DRAFT_REQUEST in prompt:
+        return draft_reply_text(prompt)
     pairs = labels_in(prompt)
     if not pairs:
         gist = " ".join(prompt.split())[:120] or "an empty request"
