@@ -25,8 +25,10 @@ from consumer.service import RunningService
 from producer_tools.explain import EventReader
 from producer_tools.fake_api.scenario import ModelScript, Scenario
 from producer_tools.fake_api.threaded import ThreadedFakeApi, run_in_thread
-from tests.kafka_helpers import OutcomeCounter, consume_until, running_router
-from tests.test_api_ingest import TOKENS, api_settings, bearer, event, post, records_on
+from schemas.drafts import DraftReply
+from tests.kafka_helpers import OutcomeCounter, consume_until, running_router, unique
+from tests.test_api_ingest import TOKENS, api_settings, bearer, event, ids_on, post, records_on, signed
+from tests.test_draft_service import running_drafter
 
 pytestmark = pytest.mark.integration
 
@@ -252,3 +254,35 @@ async def test_openapi_describes_exactly_the_routes_served(bootstrap: str) -> No
         # The request schema is the one the handlers validate with: an accepted event matches it.
         schema = {**document["components"]["schemas"]["TicketEvent"], "components": document["components"]}
         jsonschema.validate(event(), schema)
+
+
+async def test_done_when_a_signed_ticket_is_routed_drafted_and_explained(bootstrap: str) -> None:
+    """The issue's "done when", end to end: a signed POST is on the input topic before its 202, is
+    routed, gets a draft on the drafts topic, and ``ticket-tools explain`` streams why."""
+    async with router_with_api(bootstrap) as setup, aiohttp.ClientSession() as http:
+        settings = setup.settings.model_copy(
+            update={"drafts_topic": unique("drafts"), "draft_metrics_port": 0}
+        )
+        async with running_drafter(settings, OutcomeCounter()):
+            ticket = event("Refund please", "You charged my card twice for the November invoice; refund one.")
+            body = orjson.dumps(ticket)
+            status, answer, _ = await post(http, f"{setup.base}/v1/tickets", body, signed(body, "zendesk"))
+            assert (status, answer) == (202, {"accepted": [ticket["event_id"]]})
+            assert ids_on(bootstrap, settings.input_topic, {ticket["event_id"]}) == [ticket["event_id"]]
+            await setup.counter.wait_for(1)
+            routed = setup.counter.outcomes[0].routed
+            assert routed is not None and routed.ticket.event_id == ticket["event_id"]
+
+            drafts = await asyncio.to_thread(
+                records_on, bootstrap, settings.drafts_topic, {ticket["event_id"]}
+            )
+            [draft] = [DraftReply.model_validate(value) for value in drafts]
+            assert (draft.event_id, draft.queue) == (ticket["event_id"], routed.queue)
+            assert draft.review_required is True and draft.reply.strip()
+
+        env = {**os.environ, "TICKET_ROUTER_API_TOKEN": TOKENS["ops"]}
+        command = [sys.executable, "-m", "producer_tools.cli", "explain", "--api", setup.base]
+        done = await run_tool([*command, "--event-id", ticket["event_id"]], env)
+        assert done.returncode == 0, done.stderr
+        assert f"queue {routed.queue} by rule {routed.rule}" in done.stderr
+        assert all(f"{axis}={p.label}" in done.stdout for axis, p in routed.classification.axes.items())

@@ -238,10 +238,11 @@ async def test_a_burst_from_many_clients_loses_nothing_accepted_and_lets_nothing
     bootstrap: str,
 ) -> None:
     tokens = {**TOKENS, "slow": SLOW_TOKEN}
-    # Every client may send 520 requests at once (rate 1/s refills almost nothing): the four busy
-    # clients' 500 each always fit, the slow client's 600 cannot, and its extra ones get 429.
-    settings = api_settings(bootstrap, api_tokens=pairs(tokens), api_rate_per_s=1, api_rate_burst=520)
-    per_client, slow_requests, forged_requests = 500, 600, 200
+    # 10,000 requests. Every client may send 1,820 at once (rate 1/s refills almost nothing): the
+    # four busy clients' 1,800 each always fit, the slow client's 2,000 cannot, and its extra ones get 429.
+    burst = 1_820
+    settings = api_settings(bootstrap, api_tokens=pairs(tokens), api_rate_per_s=1, api_rate_burst=burst)
+    per_client, slow_requests, forged_requests = 1_800, 2_000, 800
     async with running_router(settings) as running:
         url = f"http://127.0.0.1:{running.api_port}/v1/tickets"
         connector = aiohttp.TCPConnector(limit=64)
@@ -281,7 +282,8 @@ async def test_a_burst_from_many_clients_loses_nothing_accepted_and_lets_nothing
 
         assert outcomes["other"] == []
         assert len(outcomes["401"]) == forged_requests
-        assert 0 < len(outcomes["429"]) <= slow_requests - 520 + 120  # refill is 1/s: a bounded few
+        assert len(order) - order.count(None) == 10_000
+        assert 0 < len(outcomes["429"]) <= slow_requests - burst + 120  # refill is 1/s: a bounded few
         assert len(outcomes["202"]) == 4 * per_client + slow_requests - len(outcomes["429"])
         on_topic = ids_on(bootstrap, settings.input_topic, set(outcomes["202"]))
         assert len(on_topic) == len(set(on_topic)), "an accepted ticket was produced twice"

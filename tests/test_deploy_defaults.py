@@ -23,11 +23,14 @@ import yaml
 
 from consumer.config import ConfigError, Settings, load_settings
 from tests.test_deploy import (
+    API_SECRET_SETTINGS,
     DEPLOY,
+    DRAFTER,
     K8S,
     PROFILES,
     RENDERED,
     ROOT,
+    ROUTER,
     SECRET_SETTINGS,
     Manifest,
     alert_rules,
@@ -55,6 +58,8 @@ NON_PUBLIC_RANGES = (
     "169.254.0.0/16",
 )
 CLOUD_METADATA = "169.254.169.254"
+# Peak RSS of `python -c "import consumer.draft.service"` (ru_maxrss, MB): the drafter before any work.
+DRAFTER_IMPORT_RSS_MB = 221
 
 
 def find(manifests: list[Manifest], kind: str, name: str) -> Manifest:
@@ -120,12 +125,23 @@ def test_local_only_profile_runs_without_a_key_and_routes_low_confidence_flagged
     assert settings.anthropic_api_key is None
 
 
-def test_local_only_profile_changes_nothing_but_the_two_settings() -> None:
+def test_local_only_profile_changes_nothing_but_the_two_settings_and_drops_the_drafter() -> None:
+    """Every draft is a Claude call: without a key the drafter could only fail to start."""
     base = {(m["kind"], m["metadata"]["name"]): m for m in RENDERED}
     overlay = {(m["kind"], m["metadata"]["name"]): m for m in render(LOCAL_ONLY)}
-    assert base.keys() == overlay.keys()
+    drafter = {key for key in base if key[1] == DRAFTER}
+    assert {kind for kind, _ in drafter} == {
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "ScaledObject",
+    }
+    assert base.keys() - overlay.keys() == drafter
+    assert overlay.keys() <= base.keys()
     env_key = ("ConfigMap", "ticket-router-env")
-    assert all(overlay[key] == base[key] for key in base if key != env_key)
+    assert all(overlay[key] == base[key] for key in overlay if key != env_key)
     base_env, overlay_env = base[env_key]["data"], overlay[env_key]["data"]
     changed = {
         name for name in base_env.keys() | overlay_env.keys() if base_env.get(name) != overlay_env.get(name)
@@ -141,15 +157,28 @@ def test_base_profile_without_a_key_stops_with_one_line_naming_it(monkeypatch: p
     assert "ANTHROPIC_API_KEY" in message and "\n" not in message
 
 
-def test_only_the_anthropic_key_is_an_optional_secret_reference() -> None:
-    refs = {
+def secret_refs(deployment: str) -> dict[str, Manifest]:
+    return {
         entry["name"]: entry["valueFrom"]["secretKeyRef"]
-        for entry in container(the("Deployment"))["env"]
+        for entry in container(the("Deployment", deployment))["env"]
         if "secretKeyRef" in entry.get("valueFrom", {})
     }
+
+
+def test_only_the_anthropic_key_and_api_credentials_are_optional_secret_references() -> None:
+    refs = secret_refs(ROUTER)
     assert refs["ANTHROPIC_API_KEY"].get("optional") is True
+    for name in API_SECRET_SETTINGS:
+        assert refs[name].get("optional") is True, f"{name}: a deployment may use only some credential kinds"
     for name in SASL_SETTINGS:
         assert not refs[name].get("optional", False), f"{name} is needed with SASL_*; keep it required"
+
+
+def test_drafter_requires_every_secret_it_reads() -> None:
+    """The drafter cannot work without the key: Kubernetes should refuse the pod, not start it."""
+    refs = secret_refs(DRAFTER)
+    assert set(refs) == SECRET_SETTINGS
+    assert not any(ref.get("optional", False) for ref in refs.values())
 
 
 # -- 2. replicas and the disruption budget ----------------------------------------------------------
@@ -173,14 +202,24 @@ def test_disruptions_allowed_follows_the_kubernetes_arithmetic() -> None:
 
 
 def test_a_drain_never_evicts_the_last_consumer_and_is_never_blocked() -> None:
-    scaled = the("ScaledObject")["spec"]
-    pdb = the("PodDisruptionBudget")["spec"]
+    scaled = the("ScaledObject", ROUTER)["spec"]
+    pdb = the("PodDisruptionBudget", ROUTER)["spec"]
     assert scaled["minReplicaCount"] >= 2
     for replicas in range(scaled["minReplicaCount"], scaled["maxReplicaCount"] + 1):
         allowed = disruptions_allowed(pdb, replicas)
         assert allowed >= 1, f"{replicas} replicas: a node drain would wait forever"
         assert replicas - allowed >= 1, f"{replicas} replicas: a drain may evict every consumer"
         assert allowed == 1, f"{replicas} replicas: evictions should come one rebalance at a time"
+
+
+def test_drafter_drains_one_pod_at_a_time_and_never_blocks_a_drain() -> None:
+    """Drafts wait for a replacement (offsets are committed after publishing), so the only drafter
+    may go; never more than one at a time, and a drain is never blocked."""
+    scaled = the("ScaledObject", DRAFTER)["spec"]
+    pdb = the("PodDisruptionBudget", DRAFTER)["spec"]
+    assert pdb.get("unhealthyPodEvictionPolicy") == "AlwaysAllow"
+    for replicas in range(scaled["minReplicaCount"], scaled["maxReplicaCount"] + 1):
+        assert disruptions_allowed(pdb, replicas) == 1, f"{replicas} replicas"
 
 
 # -- 3. resources from the bench ------------------------------------------------------------------
@@ -209,7 +248,7 @@ def test_quantities_parse_as_kubernetes_reads_them() -> None:
 
 
 def test_cpu_is_sized_so_the_event_loop_is_never_starved_or_throttled() -> None:
-    resources = container(the("Deployment"))["resources"]
+    resources = container(the("Deployment", ROUTER))["resources"]
     busy_cores = max(ms * rate / 1000 for ms, rate in BENCH_ROUTER_RUNS)
     assert busy_cores > 0.9, "the bench says a busy replica uses a whole core"
     request = cpu_cores(resources["requests"]["cpu"])
@@ -220,10 +259,18 @@ def test_cpu_is_sized_so_the_event_loop_is_never_starved_or_throttled() -> None:
 
 
 def test_memory_is_sized_from_the_measured_peak() -> None:
-    resources = container(the("Deployment"))["resources"]
+    resources = container(the("Deployment", ROUTER))["resources"]
     request = memory_bytes(resources["requests"]["memory"])
     assert request >= 1.5 * FAULT_PEAK_RSS_MB * 10**6 > 1.5 * BENCH_PEAK_RSS_MB * 10**6
     assert memory_bytes(resources["limits"]["memory"]) == request, "memory limit should equal the request"
+
+
+def test_drafter_memory_covers_its_start_up_and_cpu_bounds_a_runaway() -> None:
+    resources = container(the("Deployment", DRAFTER))["resources"]
+    request = memory_bytes(resources["requests"]["memory"])
+    assert request >= 2 * DRAFTER_IMPORT_RSS_MB * 10**6, "start-up alone is ~221 MB; leave room for drafts"
+    assert memory_bytes(resources["limits"]["memory"]) == request, "memory limit should equal the request"
+    assert cpu_cores(resources["requests"]["cpu"]) <= cpu_cores(resources["limits"]["cpu"])
 
 
 # -- 4. where a new consumer group starts ---------------------------------------------------------
@@ -268,16 +315,19 @@ def test_peers_allow_reads_cidr_and_except() -> None:
     assert not peers_allow([{"namespaceSelector": {}}], "8.8.8.8")
 
 
-def https_egress_peers() -> list[Manifest]:
-    rules = [r for r in the("NetworkPolicy")["spec"]["egress"] if any(p["port"] == 443 for p in r["ports"])]
+def https_egress_peers(policy: str) -> list[Manifest]:
+    rules = [
+        r for r in the("NetworkPolicy", policy)["spec"]["egress"] if any(p["port"] == 443 for p in r["ports"])
+    ]
     assert len(rules) == 1
     peers: list[Manifest] = rules[0]["to"]
     assert all(set(peer) == {"ipBlock"} for peer in peers), "443 is for the public Claude API only"
     return peers
 
 
-def test_https_egress_reaches_public_addresses_only() -> None:
-    peers = https_egress_peers()
+@pytest.mark.parametrize("policy", [ROUTER, DRAFTER])
+def test_https_egress_reaches_public_addresses_only(policy: str) -> None:
+    peers = https_egress_peers(policy)
     assert peers_allow(peers, "160.79.104.10"), "a public address (the Claude API) must be reachable"
     assert not peers_allow(peers, CLOUD_METADATA), "the cloud metadata service is reachable"
     for cidr in NON_PUBLIC_RANGES:
@@ -353,13 +403,67 @@ NO_READY_CASES = [
     ),
     # No router has ever exported metrics: one alert, with no namespace to name.
     ({"unrelated_metric": "1x20"}, 10, None),
+    # Namespace b's router stops being ready while b's drafter stays ready: the drafter's
+    # ticket_router_ready (container="drafter") must not count as a ready router.
+    (
+        {
+            'ticket_router_ready{namespace="a", pod="a-1", container="ticket-router"}': "1x60",
+            'ticket_router_ready{namespace="b", pod="b-1", container="ticket-router"}': "1x19 0x40",
+            'ticket_router_ready{namespace="b", pod="b-drafter-1", container="drafter"}': "1x60",
+        },
+        30,
+        "b",
+    ),
 ]
+
+
+def drafts_failing_case() -> Manifest:
+    """20% of b's drafts fail and 2% of a's: only b alerts."""
+    alert = next(a for a in alert_rules() if a["alert"] == "TicketRouterDraftsFailing")
+    per_minute = {
+        ("a", "drafted"): 98,
+        ("a", "unavailable"): 2,
+        ("b", "drafted"): 80,
+        ("b", "unavailable"): 20,
+    }
+    series = {
+        f'ticket_router_drafts_total{{namespace="{namespace}", container="drafter", handler="outage", '
+        f'outcome="{outcome}"}}': f"0+{count}x60"
+        for (namespace, outcome), count in per_minute.items()
+    }
+    return {
+        "interval": "1m",
+        "input_series": [{"series": name, "values": values} for name, values in series.items()],
+        "alert_rule_test": [
+            {"eval_time": "10m", "alertname": "TicketRouterDraftsFailing", "exp_alerts": []},
+            {
+                "eval_time": "40m",
+                "alertname": "TicketRouterDraftsFailing",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"severity": "warning", "namespace": "b"},
+                        "exp_annotations": {
+                            "summary": alert["annotations"]["summary"],
+                            "description": (
+                                "20% of the drafts attempted in b over 15 minutes failed after their "
+                                "retries: agents get those tickets without a draft."
+                            ),
+                            "runbook": alert["annotations"]["runbook"].replace(
+                                "{{ $labels.namespace }}", "b"
+                            ),
+                        },
+                    }
+                ],
+            },
+        ],
+    }
 
 
 def test_rules_pass_promtool_and_no_ready_replica_alerts_per_namespace(tmp_path: Path) -> None:
     assert PROMTOOL is not None, "promtool (Debian package prometheus) is installed by `make test`"
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(the("PrometheusRule")["spec"]), "utf-8")
     tests = [no_ready_case(series, minutes, namespace) for series, minutes, namespace in NO_READY_CASES]
+    tests.append(drafts_failing_case())
     scenario = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests}
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(scenario), "utf-8")
     for command in (["check", "rules", "rules.yaml"], ["test", "rules", "test.yaml"]):
@@ -437,7 +541,9 @@ def test_cited_documents_and_readme_sections_exist() -> None:
 
 
 def test_service_monitor_and_rules_carry_the_same_release_label() -> None:
-    monitor = the("ServiceMonitor")["metadata"]["labels"].get("release")
+    monitor = the("ServiceMonitor", ROUTER)["metadata"]["labels"].get("release")
     rules = the("PrometheusRule")["metadata"]["labels"].get("release")
     assert monitor, "kube-prometheus-stack selects ServiceMonitors by `release`"
     assert rules == monitor, "the PrometheusRule must be selected by the same Prometheus"
+    drafter = the("ServiceMonitor", DRAFTER)["metadata"]["labels"].get("release")
+    assert drafter == monitor, "the drafter's ServiceMonitor must be selected by the same Prometheus"

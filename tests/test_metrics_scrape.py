@@ -129,11 +129,31 @@ async def correct_one(bootstrap: str, topic: str, counter: OutcomeCounter, learn
     await asyncio.wait_for(learner.wait_until(lambda: learner.retrains >= 1), timeout=120)
 
 
+API_TOKEN = "ops-token-0123456789abcdef"
+
+
+async def ask_the_api(session: aiohttp.ClientSession, api: str, ticket: dict[str, Any]) -> None:
+    """One dry-run classification and one explanation of an unknown event: the API's counters get
+    samples without a ticket being produced."""
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    async with session.post(f"{api}/v1/classify", json=ticket, headers=headers) as response:
+        assert response.status == 200, await response.text()
+    async with session.get(
+        f"{api}/v1/explain", params={"event_id": "E-unknown"}, headers=headers
+    ) as response:
+        assert response.status == 404
+
+
 async def test_scrape_exposes_every_metric_the_dashboard_and_alerts_use(
     bootstrap: str, training_texts: list[str]
 ) -> None:
     settings = router_settings(
-        bootstrap, low_confidence_action="route_flagged", max_event_bytes=MAX_EVENT_BYTES, retrain_after=1
+        bootstrap,
+        low_confidence_action="route_flagged",
+        max_event_bytes=MAX_EVENT_BYTES,
+        retrain_after=1,
+        api_port=0,
+        api_tokens=f"ops:{API_TOKEN}",
     )
     create_topics(bootstrap, [settings.input_topic], partitions=settings.topic_partitions)
     valid = [ticket_event(i, training_texts[i % len(training_texts)]) for i in range(VALID)]
@@ -153,6 +173,7 @@ async def test_scrape_exposes_every_metric_the_dashboard_and_alerts_use(
             status, body = await get(session, f"{base}/healthz")
             assert status == 200, body
             await wait_until_ready(session, base)
+            await ask_the_api(session, f"http://127.0.0.1:{running.api_port}", valid[0])
             scrape = await scrape_until(session, base, sampled)
 
     assert sum(o.kind == "routed" for o in counter.outcomes) == VALID
