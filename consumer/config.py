@@ -238,19 +238,6 @@ class Settings(BaseSettings):
         description="The drafter's /metrics, /healthz, /readyz (on METRICS_HOST)",
     )
 
-    @field_validator("draft_deadline_s")
-    @classmethod
-    def _draft_fits_the_drain(cls, value: float, info: ValidationInfo) -> float:
-        """A draft still being written when SIGTERM's drain ends is cancelled and written (and paid
-        for) again after the redelivery, so it must be able to finish within the drain."""
-        drain = info.data.get("drain_timeout_s")
-        if isinstance(drain, float) and value > drain:
-            raise ValueError(
-                f"{value:g} must not exceed DRAIN_TIMEOUT_S ({drain:g}): "
-                "a draft must be able to finish in a drain"
-            )
-        return value
-
     @property
     def drafter_group(self) -> str:
         """The drafter's consumer group: its own offsets on the queue topics, apart from team consumers."""

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from consumer.classify.pipeline import Pipeline, PipelineResult
 from consumer.kafka.dedup import RecentIds
@@ -49,6 +49,53 @@ class InputRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A record that is not what a consumer reads: the triage kind, why, and its JSON if any."""
+
+    kind: ErrorKind
+    message: str
+    document: object = None
+
+
+def read_record(raw: bytes, max_bytes: int, model: type[Model], name: str = "") -> Model | Unreadable:
+    """The record as ``model``, or why not: too large, not JSON, or not the schema (``name``
+    prefixes the schema message, "not a RoutedTicket: ...")."""
+    if len(raw) > max_bytes:
+        return Unreadable(ErrorKind.TOO_LARGE, f"record is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        document = parse_json(raw)
+    except DecodeError as exc:
+        return Unreadable(ErrorKind.MALFORMED_JSON, str(exc))
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        prefix = f"not a {name}: " if name else ""
+        return Unreadable(ErrorKind.SCHEMA_INVALID, prefix + describe_validation_error(exc), document)
+
+
+def source_of(record: InputRecord) -> SourcePosition:
+    return SourcePosition(topic=record.topic, partition=record.partition, offset=record.offset)
+
+
+def original_of(record: InputRecord) -> dict[str, Any]:
+    """A TriageRecord's fields that keep the record itself: its bytes (cut at 64 KiB), key and position."""
+    raw = record.value or b""
+    truncated = len(raw) > TRIAGE_ORIGINAL_CAP
+    text, encoding = bytes_for_record(raw[:TRIAGE_ORIGINAL_CAP] if truncated else raw)
+    return {
+        "original_value": text,
+        "original_encoding": encoding,
+        "original_size": len(raw),
+        "original_truncated": truncated,
+        "original_key": bytes_for_record(record.key)[0] if record.key is not None else None,
+        "source": source_of(record),
+    }
 
 
 @dataclass(frozen=True)
@@ -98,23 +145,9 @@ class RecordProcessor:
         return outcome if self.config.shadow is None else as_shadow(outcome, self.config.shadow)
 
     async def _process(self, record: InputRecord) -> Outcome:
-        raw = record.value or b""
-        if len(raw) > self.config.max_event_bytes:
-            return self.triage(
-                record,
-                ErrorKind.TOO_LARGE,
-                f"record is {len(raw)} bytes; the limit is {self.config.max_event_bytes}",
-            )
-        try:
-            document = parse_json(raw)
-        except DecodeError as exc:
-            return self.triage(record, ErrorKind.MALFORMED_JSON, str(exc))
-        try:
-            ticket = TicketEvent.model_validate(document)
-        except ValidationError as exc:
-            return self.triage(
-                record, ErrorKind.SCHEMA_INVALID, describe_validation_error(exc), document=document
-            )
+        ticket = read_record(record.value or b"", self.config.max_event_bytes, TicketEvent)
+        if isinstance(ticket, Unreadable):
+            return self.triage(record, ticket.kind, ticket.message, document=ticket.document)
         # Records of one ticket_id share a key and run one after another, so this check cannot race.
         if self.recent.check_and_add(ticket.event_id):
             return self.skipped(ticket, "duplicate")
@@ -162,7 +195,7 @@ class RecordProcessor:
             cost_usd=result.cost_usd,
             prompt_version=self.config.prompt_version,
             router_version=self.config.router_version,
-            source=SourcePosition(topic=record.topic, partition=record.partition, offset=record.offset),
+            source=source_of(record),
         )
         return Outcome(
             "routed",
@@ -188,19 +221,11 @@ class RecordProcessor:
         document: object = None,
         latency_ms: float = 0.0,
     ) -> Outcome:
-        raw = record.value or b""
-        truncated = len(raw) > TRIAGE_ORIGINAL_CAP
-        text, encoding = bytes_for_record(raw[:TRIAGE_ORIGINAL_CAP] if truncated else raw)
         ticket_id = ticket.ticket_id if ticket else _string_field(document, "ticket_id")
         triage = TriageRecord(
             error_kind=kind,
             message=message[:2_000],
-            original_value=text,
-            original_encoding=encoding,
-            original_size=len(raw),
-            original_truncated=truncated,
-            original_key=bytes_for_record(record.key)[0] if record.key is not None else None,
-            source=SourcePosition(topic=record.topic, partition=record.partition, offset=record.offset),
+            **original_of(record),
             ticket_id=ticket_id,
             event_id=ticket.event_id if ticket else _string_field(document, "event_id"),
             attempts=result.call_attempts if result else 0,

@@ -20,8 +20,9 @@ from consumer.classify.retry import RetryPolicy
 from consumer.config import Settings, load_settings
 from consumer.draft.handlers import select_handler
 from consumer.draft.prompt import DRAFT_REQUEST, draft_system_text, draft_user_turn, handler_version
-from consumer.draft.service import build_plans
+from consumer.draft.service import build_plans, check_drafter_settings
 from consumer.draft.writer import DraftFailed, DraftWriter, reply_text
+from consumer.errors import UserError
 from consumer.taxonomy import Handler, TaxonomyError, load_taxonomy, parse_taxonomy
 from producer_tools.fake_api import FakeApiServer, ModelScript, Scenario
 from schemas.events import (
@@ -367,3 +368,13 @@ async def test_a_bad_request_is_not_retried_and_a_refusal_is_not_a_draft(fake: F
     assert (refused.value.kind, refused.value.attempts) == ("invalid_output", 1)
     assert "refused" in str(refused.value)
     assert calls == [("request", "spend_limit"), ("request", "refusal")]
+
+
+def test_a_draft_deadline_longer_than_the_drain_stops_the_drafter_but_not_the_router() -> None:
+    settings = load_settings(
+        anthropic_api_key="sk-ant-fake", drain_timeout_s=10, ticket_deadline_s=10, draft_deadline_s=20
+    )
+    assert settings.drain_timeout_s == 10  # the router shares these settings and starts with them
+    with pytest.raises(UserError, match=r"^DRAFT_DEADLINE_S: 20 must not exceed DRAIN_TIMEOUT_S \(10\)"):
+        check_drafter_settings(settings, load_taxonomy())
+    check_drafter_settings(settings.model_copy(update={"draft_deadline_s": 10.0}), load_taxonomy())

@@ -175,12 +175,15 @@ def events_of(document: object, max_batch: int) -> list[tuple[dict[str, Any], Ti
     return events
 
 
-def parse_body(raw: bytes, max_batch: int) -> list[tuple[dict[str, Any], TicketEvent]]:
+def json_of(raw: bytes) -> object:
     try:
-        document = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}", "$", None) from None
-    return events_of(document, max_batch)
+
+
+def parse_body(raw: bytes, max_batch: int) -> list[tuple[dict[str, Any], TicketEvent]]:
+    return events_of(json_of(raw), max_batch)
 
 
 # -- producing, with a duplicate window --------------------------------------------------------
@@ -417,17 +420,25 @@ async def produce_and_answer(
     return web.json_response({"accepted": accepted}, status=202)
 
 
+async def json_document(request: web.Request) -> object:
+    """The request's JSON body, or the 415 or 400 answer that refuses it (a JSON document is never
+    a Response, so the caller tells them apart by type)."""
+    if request.content_type not in JSON_CONTENT_TYPES:
+        return error(415, f"Content-Type must be application/json (got {request.content_type!r})")
+    try:
+        return json_of(await request.read())
+    except BadRequest as exc:
+        return web.json_response(exc.body(), status=400)
+
+
 def webhook_handler(adapter: Adapter, ingestor: Ingestor) -> Callable[[web.Request], Awaitable[web.Response]]:
     """A help desk's webhook route: its payload through ``adapter``, then produced like
     ``POST /v1/tickets`` (the guard middleware already authenticated and rate-limited it)."""
 
     async def post_webhook(request: web.Request) -> web.Response:
-        if request.content_type not in JSON_CONTENT_TYPES:
-            return error(415, f"Content-Type must be application/json (got {request.content_type!r})")
-        try:
-            document = orjson.loads(await request.read())
-        except orjson.JSONDecodeError as exc:
-            return web.json_response(BadRequest(f"body is not valid JSON: {exc}", "$").body(), status=400)
+        document = await json_document(request)
+        if isinstance(document, web.Response):
+            return document
         try:
             outcome = adapter(document)
         except PayloadError as exc:
@@ -442,12 +453,9 @@ def webhook_handler(adapter: Adapter, ingestor: Ingestor) -> Callable[[web.Reque
 
 def classify_handler(classifier: Classifier) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def post_classify(request: web.Request) -> web.Response:
-        if request.content_type not in JSON_CONTENT_TYPES:
-            return error(415, f"Content-Type must be application/json (got {request.content_type!r})")
-        try:
-            document = orjson.loads(await request.read())
-        except orjson.JSONDecodeError as exc:
-            return web.json_response(BadRequest(f"body is not valid JSON: {exc}", "$").body(), status=400)
+        document = await json_document(request)
+        if isinstance(document, web.Response):
+            return document
         try:
             ticket = validate_event(document, "$", 0)
         except BadRequest as exc:

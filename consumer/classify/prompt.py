@@ -295,15 +295,21 @@ def with_examples(examples_section: str, message: str) -> str:
 
 def ticket_message(ticket: TicketEvent, body_char_limit: int) -> str:
     """One ticket, fenced, metadata first, the body capped at ``body_char_limit``."""
-    metadata = [
+    fenced = fenced_ticket(ticket_metadata(ticket), ticket.body, body_char_limit)
+    return "\n".join([_USER_PREAMBLE, fenced, _USER_CLOSING])
+
+
+def ticket_metadata(ticket: TicketEvent, *before_subject: tuple[str, str]) -> list[tuple[str, str]]:
+    """The ticket's metadata lines as a model sees them; ``before_subject`` adds lines (a summary)."""
+    return [
         ("ticket_id", ticket.ticket_id),
         ("event_type", ticket.event_type.value),
         ("account_tier", ticket.account_tier.value),
         ("channel", ticket.channel.value),
         ("language_hint", ticket.language or "none"),
+        *before_subject,
         ("subject", ticket.subject),
     ]
-    return "\n".join([_USER_PREAMBLE, fenced_ticket(metadata, ticket.body, body_char_limit), _USER_CLOSING])
 
 
 def fenced_ticket(metadata: Sequence[tuple[str, str]], body: str, body_char_limit: int) -> str:

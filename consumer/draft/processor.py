@@ -13,17 +13,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from consumer.draft.handlers import select_handler
 from consumer.draft.writer import Draft, DraftFailed, DraftPlan, DraftWriter
 from consumer.kafka.dedup import RecentIds
 from consumer.metrics import DraftMetrics
-from consumer.processing import TRIAGE_ORIGINAL_CAP, InputRecord, Outcome
+from consumer.processing import InputRecord, Outcome, Unreadable, original_of, read_record, source_of
 from consumer.taxonomy import Handler
-from schemas.codec import DecodeError, bytes_for_record, describe_validation_error, encode, parse_json
+from schemas.codec import encode
 from schemas.drafts import DraftReply
-from schemas.events import ErrorKind, RoutedTicket, SourcePosition, TriageRecord
+from schemas.events import ErrorKind, RoutedTicket, TriageRecord
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +40,6 @@ class DraftConfig:
     triage_topic: str
     max_record_bytes: int
     drafter_version: str
-
-
-def source_of(record: InputRecord) -> SourcePosition:
-    return SourcePosition(topic=record.topic, partition=record.partition, offset=record.offset)
 
 
 def draft_reply(
@@ -144,23 +138,10 @@ class DraftProcessor:
 
     def _read(self, record: InputRecord) -> RoutedTicket | Outcome:
         """The routed ticket in the record, or the triage outcome for a record that is not one."""
-        raw = record.value or b""
-        if len(raw) > self.config.max_record_bytes:
-            return self.triage(
-                record,
-                ErrorKind.TOO_LARGE,
-                f"record is {len(raw)} bytes; the limit is {self.config.max_record_bytes}",
-            )
-        try:
-            document = parse_json(raw)
-        except DecodeError as exc:
-            return self.triage(record, ErrorKind.MALFORMED_JSON, str(exc))
-        try:
-            return RoutedTicket.model_validate(document)
-        except ValidationError as exc:
-            return self.triage(
-                record, ErrorKind.SCHEMA_INVALID, f"not a RoutedTicket: {describe_validation_error(exc)}"
-            )
+        routed = read_record(record.value or b"", self.config.max_record_bytes, RoutedTicket, "RoutedTicket")
+        if isinstance(routed, Unreadable):
+            return self.triage(record, routed.kind, routed.message)
+        return routed
 
     def skipped(self, routed: RoutedTicket, reason: str) -> Outcome:
         self.metrics.child(self.metrics.drafts_skipped, reason).inc()
@@ -189,19 +170,11 @@ class DraftProcessor:
         """The record to triage with the reason; the original is the queue record, byte for byte."""
         if kind is not ErrorKind.DRAFT_FAILED:
             self.metrics.child(self.metrics.drafts_unreadable, str(kind)).inc()
-        raw = record.value or b""
-        truncated = len(raw) > TRIAGE_ORIGINAL_CAP
-        text, encoding = bytes_for_record(raw[:TRIAGE_ORIGINAL_CAP] if truncated else raw)
         ticket_id = routed.ticket.ticket_id if routed is not None else None
         triage = TriageRecord(
             error_kind=kind,
             message=message[:2_000],
-            original_value=text,
-            original_encoding=encoding,
-            original_size=len(raw),
-            original_truncated=truncated,
-            original_key=bytes_for_record(record.key)[0] if record.key is not None else None,
-            source=source_of(record),
+            **original_of(record),
             ticket_id=ticket_id,
             event_id=routed.ticket.event_id if routed is not None else None,
             attempts=attempts,

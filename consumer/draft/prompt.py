@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from consumer.classify.models import TierRequest
-from consumer.classify.prompt import FENCE_CLOSE, FENCE_OPEN, CacheTtl, fenced_ticket
+from consumer.classify.prompt import FENCE_CLOSE, FENCE_OPEN, CacheTtl, fenced_ticket, ticket_metadata
 from consumer.taxonomy import Handler
 from schemas.events import EventType, RoutedTicket
 
@@ -75,15 +75,7 @@ def routing_line(routed: RoutedTicket) -> str:
 def draft_user_turn(routed: RoutedTicket, body_char_limit: int) -> str:
     """The routing facts, then the ticket (and the classifier's summary) fenced, then the request."""
     ticket = routed.ticket
-    metadata = [
-        ("ticket_id", ticket.ticket_id),
-        ("event_type", ticket.event_type.value),
-        ("account_tier", ticket.account_tier.value),
-        ("channel", ticket.channel.value),
-        ("language_hint", ticket.language or "none"),
-        ("summary", routed.classification.summary),
-        ("subject", ticket.subject),
-    ]
+    metadata = ticket_metadata(ticket, ("summary", routed.classification.summary))
     parts = [routing_line(routed)]
     if ticket.event_type is EventType.MESSAGE_ADDED:
         parts.append("This is the customer's follow-up message on a ticket that is already open.")

@@ -108,6 +108,14 @@ def check_drafter_settings(settings: Settings, taxonomy: Taxonomy) -> None:
     """What makes drafting impossible stops the start-up with one line naming what to set."""
     if settings.anthropic_api_key is None:
         raise UserError("ANTHROPIC_API_KEY is unset: ticket-router draft writes its drafts with Claude")
+    if settings.draft_deadline_s > settings.drain_timeout_s:
+        # A draft still being written when SIGTERM's drain ends is cancelled and written (and paid
+        # for) again after the redelivery, so it must be able to finish within the drain. Checked
+        # here, not in Settings: the router shares the settings and never drafts.
+        raise UserError(
+            f"DRAFT_DEADLINE_S: {settings.draft_deadline_s:g} must not exceed DRAIN_TIMEOUT_S "
+            f"({settings.drain_timeout_s:g}): a draft must be able to finish in a drain"
+        )
     if not taxonomy.handlers:
         origin = str(settings.taxonomy_path) if settings.taxonomy_path else "the bundled taxonomy"
         raise UserError(
