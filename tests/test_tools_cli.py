@@ -285,7 +285,12 @@ def test_rows_show_routing_and_triage_records() -> None:
 
 
 def test_error_kinds_are_validated_and_default_to_those_that_can_succeed() -> None:
-    unchanged_fails = {ErrorKind.MALFORMED_JSON, ErrorKind.SCHEMA_INVALID, ErrorKind.TOO_LARGE}
+    unchanged_fails = {
+        ErrorKind.MALFORMED_JSON,
+        ErrorKind.SCHEMA_INVALID,
+        ErrorKind.TOO_LARGE,
+        ErrorKind.DRAFT_FAILED,
+    }
     assert parse_error_kinds([]) == frozenset(ErrorKind) - unchanged_fails
     assert parse_error_kinds(["all"]) == frozenset(ErrorKind)
     assert parse_error_kinds(["schema_invalid"]) == {ErrorKind.SCHEMA_INVALID}  # named: replayed
