@@ -43,6 +43,9 @@ from consumer.classify.models import (
     retirement_error,
     thinking_room_warning,
 )
+from consumer.classify.redact import DEFAULT_PHONE_REGIONS, RedactionPolicy, parse_kinds, parse_regions
+from consumer.classify.redact import KINDS as REDACT_KINDS
+from consumer.console.passwords import PasswordFormatError, parse_users
 from schemas.corrections import DEFAULT_CORRECTIONS_TOPIC
 from schemas.drafts import DEFAULT_DRAFTS_TOPIC
 
@@ -171,6 +174,26 @@ class Settings(BaseSettings):
     ticket_deadline_s: float = Field(default=20.0, gt=0)
     prompt_cache_ttl: Literal["5m", "1h"] = "5m"
 
+    # What a model may see, and what it may cost (consumer/classify/redact.py, budget.py)
+    redact: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(REDACT_KINDS),
+        description="Kinds replaced by placeholders in text sent to Claude: "
+        "email,phone,card,iban,ip,secret, all, or none",
+    )
+    redact_phone_regions: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_PHONE_REGIONS,
+        description="Regions whose national phone formats are recognised (+-prefixed numbers always are)",
+    )
+    llm_budget_usd_per_hour: float | None = Field(
+        default=None, gt=0, description="Claude spend per clock hour (UTC) before the Claude tiers pause"
+    )
+    llm_budget_usd_per_day: float | None = Field(
+        default=None, gt=0, description="Claude spend per UTC day before the Claude tiers pause"
+    )
+    llm_budget_replicas: int = Field(
+        default=1, ge=1, le=1_000, description="Routers sharing the budgets; each enforces 1/N of them"
+    )
+
     # Concurrency and shutdown
     max_in_flight: int = Field(default=64, ge=1, le=10_000)
     commit_interval_ms: int = Field(default=500, ge=10)
@@ -214,6 +237,32 @@ class Settings(BaseSettings):
         default_factory=dict, description="YAML file of named JSON webhook mappings (/v1/webhooks/<name>)"
     )
 
+    # The triage console (consumer/console/): /console/ on API_PORT, on when a way to sign in is set
+    console_users: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="name:hash pairs, comma-separated (hash: ticket-tools console-user NAME)",
+    )
+    console_trusted_header: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="Header a reverse proxy sets to the signed-in user's name; unset: not trusted",
+    )
+    console_session_key: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="Signs session cookies; the same on every replica; unset: random per process",
+    )
+    console_session_ttl_s: int = Field(default=28_800, ge=60, le=2_592_000, description="Sign-in lifetime")
+    console_cookie_secure: bool = Field(
+        default=True, description="Session cookie only over HTTPS; false for plain-HTTP local runs"
+    )
+    console_decisions_topic: str = Field(
+        default="triage-decisions", min_length=1, description="Compacted topic of console decisions"
+    )
+    console_inbox_size: int = Field(
+        default=10_000, ge=10, le=1_000_000, description="Records the inbox keeps in memory (oldest go)"
+    )
+
     # Drafted replies (ticket-router draft, consumer/draft/): reads the queue topics in its own group
     drafts_topic: str = Field(
         default=DEFAULT_DRAFTS_TOPIC, min_length=1, description="Where DraftReply events go"
@@ -252,6 +301,33 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return parse_credentials(value, "token" if info.field_name == "api_tokens" else "secret")
         return value
+
+    @field_validator("console_users", mode="before")
+    @classmethod
+    def _console_users(cls, value: object) -> object:
+        """``name:hash,…`` to a mapping, every hash checked (messages never quote a hash)."""
+        if isinstance(value, str):
+            try:
+                return parse_users(value)
+            except PasswordFormatError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("redact", mode="before")
+    @classmethod
+    def _redact_kinds(cls, value: object) -> object:
+        """``email,phone`` / ``all`` / ``none`` to the set of kinds (unknown names name the allowed)."""
+        return parse_kinds(value) if isinstance(value, str) else value
+
+    @field_validator("redact_phone_regions", mode="before")
+    @classmethod
+    def _phone_regions(cls, value: object) -> object:
+        return parse_regions(value) if isinstance(value, str) else value
+
+    @property
+    def redaction_policy(self) -> RedactionPolicy:
+        """What is replaced by placeholders before any text reaches a model."""
+        return RedactionPolicy(kinds=frozenset(self.redact), phone_regions=tuple(self.redact_phone_regions))
 
     @field_validator("api_zendesk_tier_path", "api_intercom_tier_path", mode="before")
     @classmethod
@@ -324,6 +400,11 @@ class Settings(BaseSettings):
                 "API_PORT is set but neither API_TOKENS nor API_HMAC_SECRETS is: every request to the "
                 "API must be authenticated (client:token or client:secret pairs)"
             )
+        if self.console_enabled and self.api_port is None:
+            raise ValueError(
+                "CONSOLE_USERS or CONSOLE_TRUSTED_HEADER is set but API_PORT is not: the console is "
+                "served on the API's port"
+            )
         if self.ticket_deadline_s > self.drain_timeout_s:
             # A ticket still classifying when SIGTERM's drain ends is cancelled and redelivered, i.e.
             # classified and paid for twice; the deadline must fit inside the drain.
@@ -386,6 +467,11 @@ class Settings(BaseSettings):
         if self.tiers is not None:
             return self.tiers
         return ["fast", "strong"] if self.anthropic_api_key is not None else ["local"]
+
+    @property
+    def console_enabled(self) -> bool:
+        """The console is served when a way to sign in to it is configured."""
+        return bool(self.console_users) or self.console_trusted_header is not None
 
     @property
     def embedded_broker(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -20,11 +21,13 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from consumer.config import Settings
+from consumer.console.passwords import hash_password
 from consumer.kafka.connection import client_options
 from consumer.kafka.embedded_broker import EmbeddedBroker, port_is_free
 from consumer.processing import InputRecord, Outcome
@@ -219,6 +222,42 @@ def demo_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"metrics_host": "127.0.0.1"})
 
 
+DEMO_USER = "demo"
+
+
+def demo_console(settings: Settings) -> tuple[Settings, str | None]:
+    """The demo with the triage console on: settings that serve it on a free loopback API port with a
+    ``demo`` user whose password is made up now, and that password (None when the environment
+    configures the console itself). Only the demo does this; the service's defaults serve no console."""
+    if settings.console_enabled:
+        return settings, None
+    password = secrets.token_urlsafe(9)
+    update: dict[str, object] = {
+        "console_users": {DEMO_USER: hash_password(password)},
+        "console_cookie_secure": False,  # plain HTTP on loopback
+    }
+    if settings.api_port is None:
+        update["api_port"] = 0
+        if not (settings.api_tokens or settings.api_hmac_secrets):
+            update["api_tokens"] = {"demo": SecretStr(secrets.token_urlsafe(24))}
+    return settings.model_copy(update=update), password
+
+
+def url_host(host: str) -> str:
+    """A served address as a browser can open it: a wildcard as loopback, an IPv6 one in brackets. Pure."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host
+
+
+def console_banner(settings: Settings, api_port: int | None, password: str | None) -> str | None:
+    """Where the console is and how to sign in. Pure."""
+    if api_port is None or not settings.console_enabled:
+        return None
+    url = f"http://{url_host(settings.api_host)}:{api_port}/console/"
+    sign_in = f"sign in as {DEMO_USER} / {password}" if password else "sign in as configured (CONSOLE_USERS)"
+    return f"triage console on {url} ({sign_in}): the low-confidence tickets wait there"
+
+
 def claude_advice(problem: str, settings: Settings) -> str:
     """What a Claude API that does not answer means for the demo's tickets, and how to fix it. Pure."""
     url = settings.anthropic_base_url or DEFAULT_API_URL
@@ -247,11 +286,12 @@ async def run_demo(settings: Settings, samples: Path | None = None, exit_after: 
     after start-up drains the tickets in flight, and a second one stops without waiting for them.
     """
     lines = load_samples(samples)
+    settings, password = demo_console(settings)
     table = OutcomeTable(len(lines))
     stop = asyncio.Event()
     up = asyncio.Event()
     received: list[int] = []
-    demo = asyncio.create_task(_demo(settings, lines, table, stop, up, exit_after))
+    demo = asyncio.create_task(_demo(settings, lines, table, stop, up, exit_after, password))
 
     def on_signal(signum: int) -> None:
         received.append(signum)
@@ -287,6 +327,7 @@ async def _demo(
     stop: asyncio.Event,
     up: asyncio.Event,
     exit_after: float | None,
+    password: str | None = None,
 ) -> None:
     async with demo_endpoint(settings) as bootstrap:
         started: asyncio.Future[RunningService] = asyncio.get_running_loop().create_future()
@@ -303,6 +344,9 @@ async def _demo(
             )
             if running.claude is not None and running.claude.problem is not None:
                 status(claude_advice(running.claude.problem, settings))
+            banner = console_banner(settings, running.api_port, password)
+            if banner is not None:
+                status(banner)
             await publish_samples(settings, bootstrap, lines)
             await _show(table, stop, service, exit_after)
             await service

@@ -7,17 +7,27 @@ Each service instance owns a registry, so several routers can live in one test p
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from consumer.classify.budget import WINDOW_SECONDS, SpendGuard
 from consumer.classify.pipeline import PipelineResult
-from schemas.events import TokenUsage
+from consumer.classify.redact import KINDS as REDACT_KINDS
+from consumer.classify.retry import RETRY_REASONS
+from consumer.learn.corrections import READ_OUTCOMES, RETRAIN_RESULTS
+from consumer.processing import SKIP_DUPLICATE, SKIP_REASONS, OutcomeKind
+from consumer.routing import reachable_routes
+from consumer.taxonomy import Taxonomy
+from schemas.corrections import CorrectionSource
+from schemas.events import ErrorKind, TierAttempt, TokenUsage
 
 PREFIX = "ticket_router_"
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -183,6 +193,63 @@ class Metrics:
             ["router_version", "prompt_version", "tiers"],
             registry=r,
         )
+        # The triage console (consumer/console/): what people decided, and sign-ins.
+        self.console_decisions = Counter(
+            PREFIX + "console_decisions",
+            "Console decisions by outcome (routed: published to a queue; confirmed: a low-confidence "
+            "route kept; pending: published, not yet read back; lost: another person decided the "
+            "record first; failed: nothing published)",
+            ["outcome"],
+            registry=r,
+        )
+        self.console_sign_ins = Counter(
+            PREFIX + "console_sign_ins",
+            "Console sign-in attempts by result (ok, refused, rate_limited)",
+            ["result"],
+            registry=r,
+        )
+
+        # What the Claude tiers were not shown, and the spend guard (consumer/classify/redact.py, budget.py)
+        self.redactions = Counter(
+            PREFIX + "redactions",
+            "Values replaced by placeholders in user turns sent to Claude, by kind (per tier call)",
+            ["kind"],
+            registry=r,
+        )
+        for kind in REDACT_KINDS:
+            self.redactions.labels(kind)
+        self.llm_budget_spent = Gauge(
+            PREFIX + "llm_budget_spent_usd",
+            "Claude spend of this replica in the current budget window (hour, day; UTC clock)",
+            ["window"],
+            registry=r,
+        )
+        self.llm_budget_limit = Gauge(
+            PREFIX + "llm_budget_limit_usd",
+            "This replica's share of the window's budget (LLM_BUDGET_USD_PER_* / LLM_BUDGET_REPLICAS)",
+            ["window"],
+            registry=r,
+        )
+        self.llm_budget_exhausted = Gauge(
+            PREFIX + "llm_budget_exhausted",
+            "1 while the window's budget is spent and the Claude tiers are skipped",
+            ["window"],
+            registry=r,
+        )
+        for window in WINDOW_SECONDS:  # 0 from the first scrape: without a budget, never spent
+            self.llm_budget_exhausted.labels(window).set(0)
+
+    def watch_budget(self, guard: SpendGuard) -> None:
+        """The guard's state as gauges read at scrape time, so a window that rolls over with no
+        traffic shows as open again at once."""
+        for name, window in guard.windows.items():
+            self.llm_budget_limit.labels(name).set(window.limit_usd)
+            self.llm_budget_spent.labels(name).set_function(functools.partial(guard.spent, name))
+            self.llm_budget_exhausted.labels(name).set_function(functools.partial(guard.exhausted, name))
+
+    def record_redactions(self, counts: Mapping[str, int]) -> None:
+        for kind, count in counts.items():
+            self.child(self.redactions, kind).inc(count)
 
     def child(self, metric: MetricWrapperBase, *values: str) -> Any:
         """``metric.labels(*values)``, memoised for the per-ticket path.
@@ -349,3 +416,118 @@ class DraftMetrics(Metrics):
         ):
             if count:
                 self.child(self.draft_tokens, handler, model, kind).inc(count)
+
+
+# -- every series from the first scrape ---------------------------------------------------------------
+
+TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "thinking")
+LLM_STATUSES = ("ok", "invalid_output", "429", "529", "500", "timeout", "connection", "spend_limit")
+"""The ``status`` values of ``llm_requests`` worth a zero series (others appear when they happen)."""
+
+
+@dataclass(frozen=True)
+class KnownLabels:
+    """The label values a running router can produce, known at start-up from its taxonomy and
+    settings. Exported at zero before the first event, so a panel shows 0 rather than "No data"
+    and an ``increase()`` alert sees the first occurrence (a series born at 1 has no increase)."""
+
+    routes: tuple[tuple[str, str], ...]
+    axes: Mapping[str, tuple[str, ...]]
+    tiers: tuple[str, ...]
+    models: tuple[str, ...]
+    input_topic: str
+
+
+def known_labels(
+    taxonomy: Taxonomy, tiers: Sequence[str], models: Sequence[str], input_topic: str
+) -> KnownLabels:
+    return KnownLabels(
+        routes=tuple((decision.queue, decision.rule) for decision in reachable_routes(taxonomy)),
+        axes={name: tuple(axis.labels) for name, axis in taxonomy.axes.items()},
+        tiers=tuple(tiers),
+        models=tuple(dict.fromkeys(models)),
+        input_topic=input_topic,
+    )
+
+
+def zero_series(metrics: Metrics, known: KnownLabels) -> None:
+    """Create every series of ``known`` at zero (creating a child is all it takes)."""
+    metrics.events_consumed.labels(known.input_topic)
+    for queue, rule in known.routes:
+        metrics.routed.labels(queue, rule)
+    for axis, labels in known.axes.items():
+        metrics.confidence.labels(axis)
+        for label in labels:
+            metrics.labels.labels(axis, label)
+    for error_kind in ErrorKind:
+        metrics.triaged.labels(error_kind.value)
+    for reason in SKIP_REASONS:
+        metrics.skipped.labels(reason)
+    for outcome_kind in get_args(OutcomeKind):
+        metrics.processing_latency.labels(outcome_kind)
+    for kind in ("routed", "triaged"):
+        metrics.publish_errors.labels(kind)
+    for result in ("ok", "failed"):
+        metrics.commits.labels(result)
+    for kind in ("assigned", "revoked"):
+        metrics.rebalances.labels(kind)
+    zero_tier_series(metrics, known)
+    zero_correction_series(metrics, known)
+    for outcome in READ_OUTCOMES:
+        metrics.corrections_read.labels(outcome)
+    for result in RETRAIN_RESULTS:
+        metrics.local_retrains.labels(result)
+
+
+def zero_tier_series(metrics: Metrics, known: KnownLabels) -> None:
+    for tier in known.tiers:
+        metrics.final_tier.labels(tier)
+        metrics.tier_latency.labels(tier)
+        for outcome in get_args(TierAttempt.model_fields["outcome"].annotation):
+            metrics.tier_outcomes.labels(tier, outcome)
+    for earlier, later in itertools.combinations(known.tiers, 2):  # a tier may be skipped, never reordered
+        metrics.escalations.labels(earlier, later)
+    for model in known.models:
+        metrics.llm_cost.labels(model)
+        metrics.llm_retrieved_tokens.labels(model)
+        for kind in TOKEN_KINDS:
+            metrics.llm_tokens.labels(model, kind)
+        for status in LLM_STATUSES:
+            metrics.llm_requests.labels(model, status)
+        for reason in RETRY_REASONS:
+            metrics.llm_retries.labels(model, reason)
+
+
+def zero_correction_series(metrics: Metrics, known: KnownLabels) -> None:
+    """Corrections per axis, label change and source: bounded by the taxonomy (a queue override's
+    labels are queues, too many to pre-create; they appear when they happen)."""
+    for axis, labels in known.axes.items():
+        for wrong, right in itertools.permutations(labels, 2):
+            for source in CorrectionSource:
+                metrics.corrections.labels(axis, wrong, right, source.value)
+
+
+DRAFT_OUTCOMES = ("drafted", "unavailable", "invalid_output")
+SKIP_NO_HANDLER = "no_handler"
+DRAFT_SKIP_REASONS = (SKIP_NO_HANDLER, SKIP_DUPLICATE)
+UNREADABLE_KINDS = (ErrorKind.TOO_LARGE, ErrorKind.MALFORMED_JSON, ErrorKind.SCHEMA_INVALID)
+
+
+def zero_draft_series(metrics: DraftMetrics, models_by_handler: Mapping[str, str]) -> None:
+    """The drafter's series at zero from the start: its handlers (from the taxonomy) and their models."""
+    for reason in DRAFT_SKIP_REASONS:
+        metrics.drafts_skipped.labels(reason)
+    for unreadable in UNREADABLE_KINDS:
+        metrics.drafts_unreadable.labels(unreadable.value)
+    for handler, model in models_by_handler.items():
+        metrics.draft_latency.labels(handler)
+        metrics.draft_cost.labels(handler, model)
+        for outcome in DRAFT_OUTCOMES:
+            metrics.drafts.labels(handler, outcome)
+        for kind in TOKEN_KINDS:
+            metrics.draft_tokens.labels(handler, model, kind)
+    for model in set(models_by_handler.values()):
+        for status in LLM_STATUSES:
+            metrics.llm_requests.labels(model, status)
+        for reason in RETRY_REASONS:
+            metrics.llm_retries.labels(model, reason)

@@ -38,6 +38,10 @@ from schemas.shadow import ShadowDecision, shadow_topic
 log = logging.getLogger(__name__)
 
 TRIAGE_ORIGINAL_CAP = 64 * 1024
+SKIP_DUPLICATE = "duplicate"
+SKIP_AGENT_REPLY = "agent_reply"
+SKIP_REASONS = (SKIP_DUPLICATE, SKIP_AGENT_REPLY)
+OutcomeKind = Literal["routed", "triaged", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ def original_of(record: InputRecord) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: Literal["routed", "triaged", "skipped"]
+    kind: OutcomeKind
     topic: str | None
     key: bytes | None
     value: bytes | None
@@ -150,9 +154,9 @@ class RecordProcessor:
             return self.triage(record, ticket.kind, ticket.message, document=ticket.document)
         # Records of one ticket_id share a key and run one after another, so this check cannot race.
         if self.recent.check_and_add(ticket.event_id):
-            return self.skipped(ticket, "duplicate")
+            return self.skipped(ticket, SKIP_DUPLICATE)
         if ticket.author_role is AuthorRole.AGENT:
-            return self.skipped(ticket, "agent_reply")
+            return self.skipped(ticket, SKIP_AGENT_REPLY)
         started = time.perf_counter()
         result = await self.pipeline.classify(ticket)
         latency_ms = (time.perf_counter() - started) * 1000

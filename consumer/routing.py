@@ -41,18 +41,23 @@ def reachable_queues(taxonomy: Taxonomy) -> list[str]:
     earlier rule always pre-empts is not listed) and small for real taxonomies; the topics
     created at start-up are exactly these.
     """
-    involved: list[str] = []
-    for rule in taxonomy.routing:
-        for axis in [*rule.when, *rule.template_fields()]:
-            if axis not in involved:
-                involved.append(axis)
-    queues: dict[str, None] = {}
-    for combo in taxonomy.label_combinations(involved):
-        queues[route(taxonomy.routing, combo).queue] = None
+    queues = sorted({decision.queue for decision in reachable_routes(taxonomy)})
     for queue in queues:
         if not TOPIC_PATTERN.match(queue):
             raise TaxonomyError(
                 f"routing: queue {queue!r} is not a valid Kafka topic name "
                 "(letters, digits, '.', '_', '-'; at most 249 characters)"
             )
-    return sorted(queues)
+    return queues
+
+
+def reachable_routes(taxonomy: Taxonomy) -> list[RouteDecision]:
+    """Every (queue, rule) pair some classification produces, in a stable order: the label values
+    of ``tickets_routed`` that can ever exist, so they can be exported at zero from the start."""
+    involved: list[str] = []
+    for rule in taxonomy.routing:
+        for axis in [*rule.when, *rule.template_fields()]:
+            if axis not in involved:
+                involved.append(axis)
+    decisions = {route(taxonomy.routing, combo) for combo in taxonomy.label_combinations(involved)}
+    return sorted(decisions, key=lambda decision: (decision.queue, decision.rule))

@@ -29,6 +29,7 @@ from consumer.api.explain import Explainer, build_explainer
 from consumer.api.health import BrokerProbe, ClaudeApiProbe, api_problem, build_app, start_http
 from consumer.api.ingest import start_ingest
 from consumer.classify.base import Tier
+from consumer.classify.budget import SpendGuard, budget_windows
 from consumer.classify.language import EnglishDetector
 from consumer.classify.local import (
     LabeledText,
@@ -39,7 +40,10 @@ from consumer.classify.local import (
     train_local_model,
 )
 from consumer.classify.pipeline import Pipeline
+from consumer.classify.prompt import set_default_redaction
 from consumer.config import Settings
+from consumer.console.app import Console
+from consumer.console.wiring import running_console
 from consumer.errors import UserError
 from consumer.kafka.connection import client_options
 from consumer.kafka.dedup import RecentIds
@@ -49,7 +53,7 @@ from consumer.learn.corrections import RecentDecisions, decision_of, triaged_dec
 from consumer.learn.dense import dense_encoder
 from consumer.learn.learner import CorrectionLearner, LearnerParts
 from consumer.learn.store import ExampleStore
-from consumer.metrics import Metrics, ShadowMetrics
+from consumer.metrics import Metrics, ShadowMetrics, known_labels, zero_series
 from consumer.processing import InputRecord, Outcome, ProcessorConfig, RecordProcessor
 from consumer.taxonomy import Taxonomy, load_taxonomy
 from schemas.shadow import shadow_group, shadow_name_problem, shadow_topic
@@ -105,6 +109,7 @@ def build_claude_tiers(
         settings.retrieved_per_label,
     )
     on_request, on_retry = llm_call_counters(metrics) if metrics is not None else (None, None)
+    on_redact = metrics.record_redactions if metrics is not None else None
     return [
         build_claude_tier(
             name,
@@ -115,6 +120,7 @@ def build_claude_tiers(
             on_retry=on_retry,
             retriever=retriever,
             retrieval=retriever.signature if retriever is not None else "",
+            on_redact=on_redact,
         )
         for name in names
     ]
@@ -198,7 +204,19 @@ def prompt_version_of(tiers: list[Tier], taxonomy: Taxonomy) -> str:
     return f"tx-{taxonomy.fingerprint()}"
 
 
-def build_pipeline(settings: Settings, taxonomy: Taxonomy, tiers: list[Tier]) -> Pipeline:
+def spend_guard(settings: Settings) -> SpendGuard | None:
+    """The guard of LLM_BUDGET_USD_PER_HOUR/_PER_DAY (this replica's share), or None without one."""
+    windows = budget_windows(
+        settings.llm_budget_usd_per_hour, settings.llm_budget_usd_per_day, settings.llm_budget_replicas
+    )
+    if not windows or not any(name in ("fast", "strong") for name in settings.effective_tiers):
+        return None
+    return SpendGuard(windows)
+
+
+def build_pipeline(
+    settings: Settings, taxonomy: Taxonomy, tiers: list[Tier], budget: SpendGuard | None = None
+) -> Pipeline:
     detector = (
         EnglishDetector() if "strong" in settings.effective_tiers and settings.non_english_to_strong else None
     )
@@ -210,6 +228,7 @@ def build_pipeline(settings: Settings, taxonomy: Taxonomy, tiers: list[Tier]) ->
         non_english_to_strong=settings.non_english_to_strong,
         deadline_s=settings.ticket_deadline_s,
         is_english=detector.is_english if detector else (lambda _ticket: True),
+        budget=budget,
     )
 
 
@@ -336,6 +355,8 @@ class RunningService:
     """What corrections taught this instance; None with ``LEARN_FROM_CORRECTIONS=false``."""
     api_port: int | None = None
     """The ingestion API's bound port; None when API_PORT is unset (or for a shadow)."""
+    console: Console | None = None
+    """The triage console on the API's port; None unless CONSOLE_USERS or CONSOLE_TRUSTED_HEADER is set."""
 
 
 def record_outcome_metrics(metrics: Metrics) -> OutcomeHook:
@@ -432,13 +453,19 @@ async def run_service(
     check_shadow_name(shadow)
     taxonomy = load_taxonomy(settings.taxonomy_path)
     metrics = Metrics() if shadow is None else ShadowMetrics(shadow)
+    set_default_redaction(settings.redaction_policy)  # explanations follow REDACT too
     tiers = build_tiers(settings, taxonomy, metrics)
     claude = await check_models(settings, tiers)
     if "local" in settings.effective_tiers and settings.anthropic_api_key is None:
         log.info("using the local tier only: ANTHROPIC_API_KEY is unset")
-    pipeline = build_pipeline(settings, taxonomy, tiers)
+    budget = spend_guard(settings)
+    if budget is not None:
+        metrics.watch_budget(budget)
+    pipeline = build_pipeline(settings, taxonomy, tiers, budget)
     prompt_version = prompt_version_of(tiers, taxonomy)
     metrics.info.labels(__version__, prompt_version, ",".join(settings.effective_tiers)).set(1)
+    models = [model for _, model in settings.model_settings()]
+    zero_series(metrics, known_labels(taxonomy, settings.effective_tiers, models, settings.input_topic))
     processor = RecordProcessor(
         ProcessorConfig(
             triage_topic=settings.triage_topic,
@@ -500,6 +527,8 @@ async def run_service(
     api_runner: web.AppRunner | None = None
     api_port: int | None = None
     explainer: Explainer | None = None
+    console: Console | None = None
+    console_exits = contextlib.AsyncExitStack()
     try:
         runner, http_port = await start_http(
             build_app(metrics, loop.state, lambda: loop_task, BrokerProbe(consumer.topics), claude),
@@ -512,8 +541,20 @@ async def run_service(
             classifier = Classifier(
                 pipeline.classify, taxonomy, settings.queue_topic_prefix, settings.triage_topic, metrics
             )
+            if settings.console_enabled:
+                console = await console_exits.enter_async_context(
+                    running_console(
+                        settings, taxonomy, prompt_version, producer, metrics, explainer, options, stop
+                    )
+                )
             api_runner, api_port = await start_ingest(
-                settings, settings.api_port, producer, metrics, classifier, explainer
+                settings,
+                settings.api_port,
+                producer,
+                metrics,
+                classifier,
+                explainer,
+                console.app() if console is not None else None,
             )
         if learner is not None and learner_consumer is not None:
             learner.producer = producer
@@ -537,11 +578,12 @@ async def run_service(
         freeze_start_up_heap()
         loop_task = asyncio.create_task(loop.run(stop), name="kafka-loop")
         if on_started is not None:
-            on_started(RunningService(loop, metrics, http_port, claude, learner, api_port))
+            on_started(RunningService(loop, metrics, http_port, claude, learner, api_port, console))
         await loop_task
     finally:
         if api_runner is not None:  # first: no request may be accepted once the producer stops
             await api_runner.cleanup()
+        await console_exits.aclose()  # before the producer it publishes with stops
         if explainer is not None:
             await explainer.close()
         if learner_task is not None:

@@ -25,6 +25,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "producer_tools.costs",
     "producer_tools.shadow_report",
     "producer_tools.explain",
+    "producer_tools.console_user",
+    "producer_tools.backfill",
 )
 
 

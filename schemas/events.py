@@ -58,6 +58,9 @@ class ErrorKind(StrEnum):
     LLM_INVALID_OUTPUT = "llm_invalid_output"
     LOW_CONFIDENCE = "low_confidence"
     INTERNAL = "internal"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    """The Claude tiers were skipped because LLM_BUDGET_USD_PER_HOUR/_PER_DAY was spent and no local
+    tier was confident; replay it (``ticket-tools replay``) once the window has rolled."""
     DRAFT_FAILED = "draft_failed"
     """``ticket-router draft`` could not draft a reply for a routed ticket (the message says why); the
     ticket itself is in its queue, and the original is the ``RoutedTicket`` read from that queue."""

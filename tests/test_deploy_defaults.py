@@ -459,11 +459,52 @@ def drafts_failing_case() -> Manifest:
     }
 
 
+def budget_exhausted_case() -> Manifest:
+    """b's router spends its hour budget at 10m; a's shadow has spent its own (not the live router's
+    business) and so has a's drafter series (it has no guard): only b alerts, for its hour window."""
+    alert = next(a for a in alert_rules() if a["alert"] == "TicketRouterLLMBudgetExhausted")
+    router = 'container="ticket-router"'
+    per_series = [
+        ("a", router, "", "hour", "0x60"),
+        ("a", router, "", "day", "0x60"),
+        ("a", router, "haiku-only", "hour", "1x60"),
+        ("a", 'container="drafter"', "", "hour", "1x60"),
+        ("b", router, "", "hour", "0x9 1x50"),
+        ("b", router, "", "day", "0x60"),
+    ]
+    series = {
+        f'ticket_router_llm_budget_exhausted{{namespace="{namespace}", {container}, '
+        f'window="{window}"{f", shadow={shadow!r}" if shadow else ""}}}'.replace("'", '"'): values
+        for namespace, container, shadow, window, values in per_series
+    }
+    expected = {
+        "exp_labels": {"severity": "warning", "namespace": "b", "window": "hour"},
+        "exp_annotations": {
+            "summary": "ticket-router has spent its hour LLM budget",
+            "description": (
+                "A ticket-router replica in b has spent its share of the hour budget: Claude is not "
+                "called until the window rolls over (UTC), and tickets the local tier cannot route "
+                "wait in needs-human-triage as budget_exhausted."
+            ),
+            "runbook": alert["annotations"]["runbook"],
+        },
+    }
+    return {
+        "interval": "1m",
+        "input_series": [{"series": name, "values": values} for name, values in series.items()],
+        "alert_rule_test": [
+            {"eval_time": "9m", "alertname": "TicketRouterLLMBudgetExhausted", "exp_alerts": []},
+            {"eval_time": "20m", "alertname": "TicketRouterLLMBudgetExhausted", "exp_alerts": [expected]},
+        ],
+    }
+
+
 def test_rules_pass_promtool_and_no_ready_replica_alerts_per_namespace(tmp_path: Path) -> None:
     assert PROMTOOL is not None, "promtool (Debian package prometheus) is installed by `make test`"
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(the("PrometheusRule")["spec"]), "utf-8")
     tests = [no_ready_case(series, minutes, namespace) for series, minutes, namespace in NO_READY_CASES]
     tests.append(drafts_failing_case())
+    tests.append(budget_exhausted_case())
     scenario = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests}
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(scenario), "utf-8")
     for command in (["check", "rules", "rules.yaml"], ["test", "rules", "test.yaml"]):

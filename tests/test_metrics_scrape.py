@@ -4,11 +4,9 @@ tests/test_deploy.py checks the names against the registry offline; this runs th
 real (embedded) broker with the local tier, feeds it valid and malformed tickets, and reads
 /metrics, /healthz and /readyz over HTTP the way Prometheus and the kubelet do.
 
-What a local-tier run can and cannot show: the Claude tiers are not configured here, so the
-``ticket_router_llm_*`` counters (tokens, cost, requests, retries) and the tier escalations have
-no samples yet — a labelled counter only gets a sample once a label set is used. For those the
-scrape's ``# TYPE`` line is the evidence that the family exists under that name; every other
-metric the dashboard or the alerts use must have real sample lines.
+Labelled series the code can know at start-up (queues and rules from the taxonomy, error kinds,
+tiers, models, token kinds, retry reasons, corrections) are exported at zero from the first scrape
+(``consumer.metrics.zero_series``), so even the Claude-only families have samples in a local-tier run.
 """
 
 from __future__ import annotations
@@ -33,15 +31,8 @@ pytestmark = pytest.mark.integration
 VALID = 30
 MAX_EVENT_BYTES = 4_096
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-# Families that only get samples once something this run does not do happens: a Claude tier
-# runs (tokens, cost, requests, retries, escalations between tiers), a publish fails, or an agent
-# reply or duplicate is skipped.
-NO_SAMPLES_WITHOUT_CLAUDE = (
-    "ticket_router_llm_",
-    "ticket_router_escalations",
-    "ticket_router_publish_errors",
-    "ticket_router_tickets_skipped",
-)
+# With one tier (local) nothing escalates, so the escalation family has no label pair to exist under.
+NO_SAMPLES_WITH_ONE_TIER = ("ticket_router_escalations",)
 
 
 def malformed_records() -> list[tuple[bytes, bytes]]:
@@ -162,7 +153,7 @@ async def test_scrape_exposes_every_metric_the_dashboard_and_alerts_use(
 
     used_by_source = used_metric_names()
     used = set().union(*used_by_source.values())
-    sampled = {name for name in used if not name.startswith(NO_SAMPLES_WITHOUT_CLAUDE)}
+    sampled = {name for name in used if not name.startswith(NO_SAMPLES_WITH_ONE_TIER)}
 
     counter = OutcomeCounter()
     async with running_router(settings, extra_hooks=[counter.hook]) as running:
@@ -184,9 +175,36 @@ async def test_scrape_exposes_every_metric_the_dashboard_and_alerts_use(
         assert not undeclared, f"{source} uses metrics missing from the scrape: {undeclared}"
     without_samples = sorted(name for name in sampled if not scrape.has_samples(name))
     assert not without_samples, f"no samples after a local-tier run: {without_samples}"
-    # The Claude-only families are at least declared, so their dashboard panels and alerts will
-    # find them once the fast/strong tiers run.
     for name in sorted(used - sampled):
         assert scrape.declares(name), name
     assert "ticket_router_ready 1.0" in scrape.text
     assert 'ticket_router_tickets_triaged_total{error_kind="malformed_json"} 2.0' in scrape.text
+
+
+async def test_the_first_scrape_already_has_the_series_panels_and_alerts_count(bootstrap: str) -> None:
+    """Before any ticket: every counter and histogram the dashboard or the alerts use has samples
+    (at zero), so panels show 0 rather than "No data" and an increase() sees the first event."""
+    settings = router_settings(bootstrap, api_port=0, api_tokens=f"ops:{API_TOKEN}")
+    used = set().union(*used_metric_names().values())
+    async with running_router(settings) as running:
+        scrape = Scrape(running.metrics.exposition().decode())
+    counted = {name for name in used if scrape.types.get(family_of(name)) in ("counter", "histogram")}
+    assert len(counted) > 20, sorted(counted)  # the check below is not vacuous
+    missing = sorted(
+        name
+        for name in counted
+        if not (name.startswith(NO_SAMPLES_WITH_ONE_TIER) or scrape.has_samples(name))
+    )
+    assert not missing, f"counted families without a zero series before the first event: {missing}"
+    assert 'ticket_router_tickets_routed_total{queue="billing-normal",rule="default"} 0.0' in scrape.text
+    assert 'ticket_router_tickets_triaged_total{error_kind="llm_unavailable"} 0.0' in scrape.text
+    assert 'ticket_router_llm_cost_usd_total{model="claude-haiku-5-5"} 0.0' in scrape.text
+
+
+def family_of(name: str) -> str:
+    """The ``# TYPE`` name of a sample name (a counter is declared with ``_total``, a histogram
+    without its ``_bucket``/``_sum``/``_count``)."""
+    for suffix in HISTOGRAM_SUFFIXES:
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return name

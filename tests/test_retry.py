@@ -17,6 +17,7 @@ from consumer.classify.claude import (
 )
 from consumer.classify.prompt import AnswerError
 from consumer.classify.retry import (
+    RETRY_REASONS,
     CallFailure,
     RetryPolicy,
     backoff_s,
@@ -268,3 +269,10 @@ def test_prices_need_every_kind() -> None:
         price_for("claude-sonnet-4-5", DEFAULT_PRICES)  # retired: no longer priced
     with pytest.raises(ConfigError, match="lacks 'cache_read'"):
         price_for("m", {"m": {"input": 1.0, "output": 1.0, "cache_write": 1.0}})
+
+
+def test_retry_reasons_name_every_reason_a_retry_is_counted_under() -> None:
+    failures = [CallFailure("status", status) for status in range(400, 600)]
+    failures += [CallFailure("timeout"), CallFailure("connection")]
+    reasons = {retry_reason(failure) for failure in failures} - {None}
+    assert reasons == set(RETRY_REASONS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.routing import reachable_queues, route
+from consumer.routing import reachable_queues, reachable_routes, route
 from consumer.taxonomy import load_taxonomy
 
 TAXONOMY = load_taxonomy()
@@ -64,3 +64,15 @@ def test_a_label_list_in_when_matches_any_of_them() -> None:
     assert route(taxonomy.routing, {"team": "b"}).queue == "first"
     assert route(taxonomy.routing, {"team": "c"}).queue == "q-c"
     assert reachable_queues(taxonomy) == ["first", "q-c"]
+
+
+def test_reachable_routes_are_exactly_the_queue_and_rule_pairs_routing_produces() -> None:
+    taxonomy = load_taxonomy()
+    every = {
+        (decision.queue, decision.rule)
+        for decision in (
+            route(taxonomy.routing, combo) for combo in taxonomy.label_combinations(list(taxonomy.axes))
+        )
+    }
+    assert {(d.queue, d.rule) for d in reachable_routes(taxonomy)} == every
+    assert ("urgent-security", "critical-security") in every and ("security-critical", "default") not in every

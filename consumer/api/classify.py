@@ -24,6 +24,8 @@ from consumer.taxonomy import Taxonomy
 from schemas.events import TicketEvent, TokenUsage
 
 CLASSIFY_ROUTE = "/v1/classify"
+OUTCOMES = ("routed", "triage", "busy")
+"""The ``outcome`` values of ``api_classifications``."""
 MAX_CONCURRENT_CLASSIFICATIONS = 8
 BUSY_RETRY_AFTER_S = 2
 

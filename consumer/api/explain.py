@@ -47,6 +47,8 @@ from schemas.events import RoutedTicket, TicketEvent, TokenUsage, TriageRecord
 log = logging.getLogger("ticket_router")
 
 EXPLAIN_ROUTE = "/v1/explain"
+OUTCOMES = ("streamed", "not_found", "bad_request", "busy", "model_error", "unavailable")
+"""The ``outcome`` values of ``api_explanations``."""
 MAX_CONCURRENT_EXPLANATIONS = 4
 """Explanations are the strong model's time: a few at once per replica, the rest told to retry."""
 BUSY_RETRY_AFTER_S = 5

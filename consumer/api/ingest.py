@@ -16,7 +16,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,9 @@ from consumer.api.auth import (
     zendesk_client,
 )
 from consumer.api.classify import CLASSIFY_ROUTE, Classifier
+from consumer.api.classify import OUTCOMES as CLASSIFY_OUTCOMES
 from consumer.api.explain import EXPLAIN_ROUTE, Explainer
+from consumer.api.explain import OUTCOMES as EXPLAIN_OUTCOMES
 from consumer.api.health import start_http
 from consumer.api.mapping import WebhookMapping, adapter_for
 from consumer.api.openapi import OPENAPI_ROUTE, Limits, Operation, openapi_document
@@ -65,6 +67,8 @@ log = logging.getLogger("ticket_router")
 TICKETS_ROUTE = "/v1/tickets"
 ZENDESK_ROUTE = "/v1/webhooks/zendesk"
 INTERCOM_ROUTE = "/v1/webhooks/intercom"
+CONSOLE_PREFIX = "/console/"
+"""Where the triage console (consumer.console) is mounted, with its own sign-in."""
 MAPPED_ROUTE = "/v1/webhooks/{name}"
 """One route per API_WEBHOOK_MAPPINGS entry (a static path each, so metric labels stay bounded)."""
 PRODUCE_TIMEOUT_S = 10.0
@@ -471,9 +475,12 @@ def build_ingest_app(
     metrics: Metrics,
     classifier: Classifier | None = None,
     explainer: Explainer | None = None,
+    console: web.Application | None = None,
 ) -> web.Application:
     """The API's aiohttp app; ``deliver`` puts one record on the input topic and awaits its ack.
-    Without a ``classifier`` or ``explainer`` (tests of ingestion alone) their routes are absent."""
+    Without a ``classifier`` or ``explainer`` (tests of ingestion alone) their routes are absent.
+    ``console`` (the triage console's sub-app) is mounted at /console/ and signs its own users in:
+    the gate lets through only requests the router matched to it; every other route keeps the gate."""
     gate = Gate(config)
     ingestor = Ingestor(
         deliver, AcceptedIds(config.dedup_window), config.produce_timeout_s, metrics.api_accepted_tickets.inc
@@ -481,8 +488,12 @@ def build_ingest_app(
 
     @web.middleware
     async def guard(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> web.StreamResponse:
+        response: web.StreamResponse
         try:
-            response = await gate.answer(request, handler)
+            if console is not None and console in request.match_info.apps:
+                response = await handler(request)  # the console's own middleware signs people in
+            else:
+                response = await gate.answer(request, handler)
         except web.HTTPRequestEntityTooLarge:
             response = too_large(config.max_body_bytes)
         except web.HTTPException as exc:  # 404, 405: still a JSON answer, and counted
@@ -527,7 +538,24 @@ def build_ingest_app(
         return web.json_response(document)
 
     serve(openapi_op, get_openapi)
+    zero_api_series(metrics, [op.path for op in operations])
+    if console is not None:
+        app.add_subapp(CONSOLE_PREFIX, console)
     return app
+
+
+ZERO_STATUSES = ("200", "202", "400", "401", "413", "429", "503")
+"""The answers the dashboard and alerts count per route, exported at zero from the start."""
+
+
+def zero_api_series(metrics: Metrics, paths: Sequence[str]) -> None:
+    for path in paths:
+        for status in ZERO_STATUSES:
+            metrics.api_requests.labels(path, status)
+    for outcome in CLASSIFY_OUTCOMES:
+        metrics.api_classifications.labels(outcome)
+    for outcome in EXPLAIN_OUTCOMES:
+        metrics.api_explanations.labels(outcome)
 
 
 async def start_api(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
@@ -543,6 +571,7 @@ async def start_ingest(
     metrics: Metrics,
     classifier: Classifier | None = None,
     explainer: Explainer | None = None,
+    console: web.Application | None = None,
 ) -> tuple[web.AppRunner, int]:
     """The API of a running service on ``port``, producing with its acks=all producer."""
     app = build_ingest_app(
@@ -551,5 +580,6 @@ async def start_ingest(
         metrics,
         classifier,
         explainer,
+        console,
     )
     return await start_api(app, settings.api_host, port)

@@ -47,11 +47,13 @@ from consumer.classify.prompt import (
     output_schema,
     parse_answer_text,
     prompt_version,
+    redaction_scope,
     target_prefix_chars,
     uncovered_labels,
     usable_examples,
     user_turn,
 )
+from consumer.classify.redact import RedactionPolicy
 from consumer.classify.retry import (
     MIN_REQUEST_S,
     CallFailure,
@@ -73,9 +75,11 @@ log = logging.getLogger("ticket_router.claude")
 OnRetry = Callable[[str, str], None]
 """Called as ``on_retry(model, reason)`` before each retry (reason: rate_limit, overloaded, …)."""
 OnRequest = Callable[[str, str], None]
+"""Called as ``on_request(model, status)`` after each API call (status: ok, 429, timeout, …)."""
 Retriever = Callable[[TicketEvent], Sequence[tuple[Example, float]]]
 """The labeled examples most similar to a ticket, with their similarity (the example store)."""
-"""Called as ``on_request(model, status)`` after each API call (status: ok, 429, timeout, …)."""
+OnRedact = Callable[[Mapping[str, int]], None]
+"""Called with the values replaced per kind in one user turn (``ticket_router_redactions_total``)."""
 
 TRAINING_RESOURCE = "training.jsonl"
 PER_MILLION = 1_000_000
@@ -367,6 +371,8 @@ class ClaudeTier:
         jitter: Callable[[], float] = random.random,
         owns_client: bool = True,
         retriever: Retriever | None = None,
+        redaction: RedactionPolicy | None = None,
+        on_redact: OnRedact | None = None,
     ) -> None:
         self.name = name
         self.model = model
@@ -387,6 +393,8 @@ class ClaudeTier:
         self._on_request = on_request
         self._jitter = jitter
         self.retriever = retriever
+        self.redaction = redaction  # None: the process's policy (REDACT)
+        self._on_redact = on_redact
         self._token_factor = tokenizer_factor(model)
 
     def __repr__(self) -> str:
@@ -394,13 +402,12 @@ class ClaudeTier:
 
     async def classify(self, ticket: TicketEvent) -> TierAnswer:
         loop = asyncio.get_running_loop()
-        similar = self.retriever(ticket) if self.retriever is not None else ()
-        content, section = user_turn(ticket, self.body_char_limit, similar)
+        content, retrieved_tokens = self.user_content(ticket)
         call = _Call(
             started=time.perf_counter(),
             fallback_deadline=loop.time() + self.deadline_s,
             content=content,
-            retrieved_tokens=estimate_tokens(section, self._token_factor),
+            retrieved_tokens=retrieved_tokens,
         )
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_retryable),
@@ -428,6 +435,27 @@ class ClaudeTier:
                 f"{self.model}: {exc.failure.describe()} ({reason})", attempts=call.attempts
             ) from None
         raise AssertionError("unreachable: tenacity either returns, retries or raises")
+
+    def user_content(self, ticket: TicketEvent) -> tuple[str, int]:
+        """The user turn this tier sends for ``ticket`` (retrieved examples, then the fenced ticket)
+        and the estimated tokens of its examples; public so ``ticket-tools backfill`` batches the
+        very turn the live path sends."""
+        similar = self.retriever(ticket) if self.retriever is not None else ()
+        with redaction_scope(self.redaction) as redactor:  # one numbering: examples and ticket
+            content, section = user_turn(ticket, self.body_char_limit, similar)
+        if self._on_redact is not None and redactor.counts:
+            self._on_redact(redactor.counts)
+        return content, estimate_tokens(section, self._token_factor)
+
+    def message_params(self, content: str) -> dict[str, Any]:
+        """Every create parameter of a call with ``content`` as the user turn, but the timeout:
+        model, cached system prompt, output schema and the tier's request settings."""
+        return {
+            "model": self.model,
+            "system": self.system_blocks,
+            "messages": [{"role": "user", "content": content}],
+            **self.params,
+        }
 
     def _remaining(self, call: _Call) -> float:
         """Seconds left: the pipeline's per-ticket deadline, else this tier's own from its start."""
@@ -470,11 +498,7 @@ class ClaudeTier:
         call.attempts += 1
         try:
             raw = await self._client.messages.with_raw_response.create(
-                model=self.model,
-                system=cast(Any, self.system_blocks),
-                messages=[{"role": "user", "content": call.content}],
-                timeout=min(self.request_timeout_s, remaining),
-                **self.params,
+                timeout=min(self.request_timeout_s, remaining), **self.message_params(call.content)
             )
             body = await raw.read()  # the body is streamed: reading it can still time out or break
         except (anthropic.AnthropicError, httpx2.HTTPError) as exc:
@@ -646,13 +670,14 @@ async def measure_system_prompt(tier: PromptCounter) -> int | None:
 
 
 def tier_signature(settings: Settings, retrieval: str = "") -> list[str]:
-    """Model and request settings of both Claude tiers, and the retrieval, for ``prompt_version``."""
+    """Model and request settings of both Claude tiers, the retrieval and the redaction (what the
+    model is shown), for ``prompt_version``."""
     signature = []
     for tier in ("fast", "strong"):
         request = settings.tier_request(tier)
         parts = (settings.model_for(tier), request.thinking, request.effort, str(request.max_tokens))
         signature.append(":".join(part or "-" for part in parts))
-    return [*signature, f"retrieval:{retrieval or 'off'}"]
+    return [*signature, f"retrieval:{retrieval or 'off'}", f"redact:{settings.redaction_policy.signature}"]
 
 
 def build_claude_tier(
@@ -667,6 +692,7 @@ def build_claude_tier(
     jitter: Callable[[], float] = random.random,
     retriever: Retriever | None = None,
     retrieval: str = "",
+    on_redact: OnRedact | None = None,
 ) -> ClaudeTier:
     """A fast or strong tier from settings. Both tiers get the same system prompt (and version).
 
@@ -683,13 +709,14 @@ def build_claude_tier(
     model = settings.model_for(name)
     pool = list(examples) if examples is not None else load_examples(settings.local_training_path)
     models = [settings.fast_model, settings.strong_model]
-    blocks = build_system_prompt(
-        taxonomy,
-        pool,
-        target_prefix_chars(models),
-        min_examples=settings.prompt_examples,
-        ttl=settings.prompt_cache_ttl,
-    )
+    with redaction_scope(settings.redaction_policy, shared=False):  # each static example on its own
+        blocks = build_system_prompt(
+            taxonomy,
+            pool,
+            target_prefix_chars(models),
+            min_examples=settings.prompt_examples,
+            ttl=settings.prompt_cache_ttl,
+        )
     missing = uncovered_labels(usable_examples(pool, taxonomy), taxonomy)
     if missing:
         log.warning(
@@ -720,4 +747,6 @@ def build_claude_tier(
         jitter=jitter,
         owns_client=client is None,
         retriever=retriever,
+        redaction=settings.redaction_policy,
+        on_redact=on_redact,
     )

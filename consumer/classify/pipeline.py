@@ -18,6 +18,7 @@ from consumer.classify.base import (
     TierUnavailable,
     axes_below_threshold,
 )
+from consumer.classify.budget import SpendGuard
 from consumer.classify.deadline import ticket_deadline
 from schemas.events import Classification, ErrorKind, TicketEvent, TierAttempt, TokenUsage
 
@@ -69,6 +70,14 @@ def tiers_for_ticket(tier_names: Sequence[str], is_english: bool, non_english_to
     return names
 
 
+CLAUDE_TIERS = ("fast", "strong")
+
+
+def skipped_for_budget(tier_name: str, budget_open: bool) -> bool:
+    """Whether the spend guard keeps a ticket from this tier: only the Claude tiers cost money."""
+    return tier_name in CLAUDE_TIERS and not budget_open
+
+
 def conclude(
     last_answer: Classification | None, last_failure: ErrorKind, message: str, low_confidence_action: str
 ) -> tuple[ErrorKind | None, bool]:
@@ -93,6 +102,7 @@ class Pipeline:
         deadline_s: float = 60.0,
         is_english: Callable[[TicketEvent], bool] = lambda _ticket: True,
         tier_thresholds: Mapping[str, Mapping[str, float]] | None = None,
+        budget: SpendGuard | None = None,
     ) -> None:
         self.tiers = {tier.name: tier for tier in tiers}
         self.order = [tier.name for tier in tiers]
@@ -102,6 +112,7 @@ class Pipeline:
         self.non_english_to_strong = non_english_to_strong
         self.deadline_s = deadline_s
         self.is_english = is_english
+        self.budget = budget
 
     async def classify(self, ticket: TicketEvent) -> PipelineResult:
         result = PipelineResult(classification=None)
@@ -119,17 +130,21 @@ class Pipeline:
         last_failure, message = ErrorKind.INTERNAL, "no tier configured"
         for name in names:
             tier = self.tiers[name]
+            if self.budget is not None and skipped_for_budget(name, self.budget.allows()):
+                last_failure, message = ErrorKind.BUDGET_EXHAUSTED, f"{name}: {self.budget.describe()}"
+                continue
             started = time.perf_counter()
             try:
                 answer = await tier.classify(ticket)
             except TierUnavailable as exc:
                 last_failure, message = ErrorKind.LLM_UNAVAILABLE, f"{name}: {exc}"
-                result.attempts.append(self._failed(tier, "unavailable", exc, started))
+                result.attempts.append(self._spent(self._failed(tier, "unavailable", exc, started)))
                 continue
             except TierInvalidOutput as exc:
                 last_failure, message = ErrorKind.LLM_INVALID_OUTPUT, f"{name}: {exc}"
-                result.attempts.append(self._failed(tier, "invalid_output", exc, started))
+                result.attempts.append(self._spent(self._failed(tier, "invalid_output", exc, started)))
                 continue
+            self._spent(answer.attempt)
             thresholds = self.tier_thresholds.get(name, self.thresholds)
             below = axes_below_threshold(answer.classification, thresholds)
             result.classification = answer.classification
@@ -143,6 +158,12 @@ class Pipeline:
         result.error_kind, result.low_confidence = kind, flagged
         result.error_message = message
         return result
+
+    def _spent(self, attempt: TierAttempt) -> TierAttempt:
+        """Counts what the attempt was billed against the spend guard (failed calls cost too)."""
+        if self.budget is not None:
+            self.budget.record(attempt.cost_usd)
+        return attempt
 
     @staticmethod
     def _failed(tier: Tier, outcome: str, error: TierError, started: float) -> TierAttempt:

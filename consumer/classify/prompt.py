@@ -21,7 +21,9 @@ import hashlib
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,6 +31,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from consumer.classify.models import facts_for, tokenizer_factor
+from consumer.classify.redact import RedactionPolicy, Redactor
 from consumer.classify.tokens import chars_for_tokens, estimate_tokens
 from consumer.taxonomy import Taxonomy
 from schemas.events import AxisPrediction, Classification, TicketEvent
@@ -248,6 +251,48 @@ def one_line(text: str) -> str:
     return clean_text(_LINE_BREAKS.sub(" ", text)).strip()
 
 
+# -- redaction: personal data and secrets never reach a model (consumer.classify.redact) -----------
+
+
+@dataclass(frozen=True)
+class _RedactionScope:
+    policy: RedactionPolicy
+    shared: Redactor | None
+
+
+_DEFAULT_REDACTION = [RedactionPolicy()]  # the process's policy (REDACT), set once at start-up
+_REDACTION_SCOPE: ContextVar[_RedactionScope | None] = ContextVar("redaction_scope", default=None)
+
+
+def set_default_redaction(policy: RedactionPolicy) -> None:
+    """The policy for text rendered outside any ``redaction_scope`` (explanations, drafted replies):
+    set from ``REDACT`` at start-up, so every prompt the process builds follows the one setting."""
+    _DEFAULT_REDACTION[0] = policy
+
+
+@contextmanager
+def redaction_scope(policy: RedactionPolicy | None = None, *, shared: bool = True) -> Iterator[Redactor]:
+    """Everything rendered inside (tickets, examples) is redacted under ``policy`` (default: the
+    process's). ``shared``: one numbering for all of it, so a value in a retrieved example and in
+    the ticket reads as the same placeholder; otherwise each text is numbered on its own (the
+    static examples of the system prompt). The Redactor yielded counts what was replaced."""
+    chosen = policy if policy is not None else _DEFAULT_REDACTION[0]
+    redactor = Redactor(chosen)
+    token = _REDACTION_SCOPE.set(_RedactionScope(chosen, redactor if shared else None))
+    try:
+        yield redactor
+    finally:
+        _REDACTION_SCOPE.reset(token)
+
+
+def current_redactor() -> Redactor:
+    """The scope's shared Redactor, or a fresh one (one text = one numbering) under its policy."""
+    scope = _REDACTION_SCOPE.get()
+    if scope is None:
+        return Redactor(_DEFAULT_REDACTION[0])
+    return scope.shared if scope.shared is not None else Redactor(scope.policy)
+
+
 def cap_text(text: str, limit: int) -> tuple[str, int]:
     """``text`` cut to ``limit`` characters, and how many characters were cut."""
     if len(text) <= limit:
@@ -280,8 +325,9 @@ def user_turn(
 ) -> tuple[str, str]:
     """The user turn, and the retrieved-examples section within it ('' when nothing was retrieved):
     rendered once, so the tier can estimate the section's tokens from the very text it sends."""
+    message = ticket_message(ticket, body_char_limit)  # first, so the ticket's own values are _1
     section = similar_examples_section(similar) if similar else ""
-    return with_examples(section, ticket_message(ticket, body_char_limit)), section
+    return with_examples(section, message), section
 
 
 def with_examples(examples_section: str, message: str) -> str:
@@ -318,15 +364,18 @@ def fenced_ticket(metadata: Sequence[tuple[str, str]], body: str, body_char_limi
     explanations, drafted replies) fences them with this, so none can open or close a fence.
 
     The body is cut before escaping, so the marker counts the customer's characters; a tag cut in
-    half by the cap is followed by the marker line and cannot form a closing tag.
+    half by the cap is followed by the marker line and cannot form a closing tag. Personal data and
+    secrets are replaced by placeholders first (``redaction_scope``), a value straddling the cap
+    whole, and fences are escaped after, so no placeholder can open or close one.
     """
-    capped, cut = cap_text(body.replace("\r\n", "\n"), body_char_limit)
+    redactor = current_redactor()
+    capped, cut = redactor.redact_capped(body.replace("\r\n", "\n"), body_char_limit)
     cleaned = clean_text(capped)
     if cut:
         cleaned += f"\n[truncated {cut} chars]"
     lines = [
         FENCE_OPEN,
-        *(f"{name}: {one_line(value)}" for name, value in metadata),
+        *(f"{name}: {one_line(redactor.redact(value))}" for name, value in metadata),
         "body:",
         cleaned,
         FENCE_CLOSE,
@@ -404,7 +453,8 @@ def similar_examples_section(similar: Sequence[tuple[Example, float]]) -> str:
 
 
 def render_example(example: Example, similarity: float | None = None) -> str:
-    body, cut = cap_text(example.body, EXAMPLE_BODY_CHARS)
+    redactor = current_redactor()
+    body, cut = redactor.redact_capped(example.body, EXAMPLE_BODY_CHARS)
     body = clean_text(body) + (f" [truncated {cut} chars]" if cut else "")
     meta = " | ".join(
         f"{key}: {one_line(value)}"
@@ -416,7 +466,7 @@ def render_example(example: Example, similarity: float | None = None) -> str:
         if value
     )
     labels = ", ".join(f"{one_line(axis)}={one_line(label)}" for axis, label in example.labels.items())
-    subject = f"subject: {one_line(example.subject)}"
+    subject = f"subject: {one_line(redactor.redact(example.subject))}"
     score = f" similarity={similarity:.2f}" if similarity is not None else ""
     opening = f"<example id={one_line(example.example_id)!r}{score}>"
     return "\n".join([opening, meta, subject, body, f"labels: {labels}", "</example>"])

@@ -69,6 +69,10 @@ def is_spend_limit(failure: CallFailure) -> bool:
     return bool(SPEND_LIMIT_MESSAGE.search(failure.message))
 
 
+RETRY_REASONS = ("rate_limit", "overloaded", "timeout", "server_error", "connection")
+"""Every ``reason`` label of ``llm_retries`` (what ``retry_reason`` returns)."""
+
+
 def retry_reason(failure: CallFailure) -> str | None:
     """The metric label for a retryable failure, or None when it must fail fast."""
     if failure.kind == "timeout":

@@ -16,8 +16,16 @@ from dataclasses import dataclass
 from consumer.draft.handlers import select_handler
 from consumer.draft.writer import Draft, DraftFailed, DraftPlan, DraftWriter
 from consumer.kafka.dedup import RecentIds
-from consumer.metrics import DraftMetrics
-from consumer.processing import InputRecord, Outcome, Unreadable, original_of, read_record, source_of
+from consumer.metrics import SKIP_NO_HANDLER, DraftMetrics
+from consumer.processing import (
+    SKIP_DUPLICATE,
+    InputRecord,
+    Outcome,
+    Unreadable,
+    original_of,
+    read_record,
+    source_of,
+)
 from consumer.taxonomy import Handler
 from schemas.codec import encode
 from schemas.drafts import DraftReply
@@ -98,11 +106,11 @@ class DraftProcessor:
             return routed
         # Records of one ticket_id share a key and run one after another, so this check cannot race.
         if self.recent.check_and_add(routed.ticket.event_id):
-            return self.skipped(routed, "duplicate")
+            return self.skipped(routed, SKIP_DUPLICATE)
         labels = {axis: prediction.label for axis, prediction in routed.classification.axes.items()}
         handler = select_handler(self.handlers, routed.queue, labels)
         if handler is None:
-            return self.skipped(routed, "no_handler")
+            return self.skipped(routed, SKIP_NO_HANDLER)
         plan = self.plans[handler.name]
         try:
             draft = await self.writer.write(plan, routed)

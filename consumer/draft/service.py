@@ -23,6 +23,7 @@ from consumer import __version__
 from consumer.api.health import BrokerProbe, ClaudeApiProbe, build_app, start_http
 from consumer.classify.claude import make_client, price_for
 from consumer.classify.models import resolve_tier_request
+from consumer.classify.prompt import set_default_redaction
 from consumer.classify.retry import RetryPolicy
 from consumer.config import Settings
 from consumer.draft.handlers import handler_answer_tokens, handler_tier
@@ -34,7 +35,7 @@ from consumer.kafka.connection import client_options
 from consumer.kafka.dedup import RecentIds
 from consumer.kafka.loop import KafkaLoop, OutcomeHook
 from consumer.kafka.topics import ensure_topics
-from consumer.metrics import DraftMetrics
+from consumer.metrics import DraftMetrics, zero_draft_series
 from consumer.processing import InputRecord, Outcome
 from consumer.routing import reachable_queues
 from consumer.service import (
@@ -173,8 +174,10 @@ async def run_drafter(
     """Run until ``stop`` is set; drains, commits and closes everything before returning."""
     taxonomy = load_taxonomy(settings.taxonomy_path)
     check_drafter_settings(settings, taxonomy)
+    set_default_redaction(settings.redaction_policy)  # drafts follow REDACT like every prompt
     plans = build_plans(settings, taxonomy.handlers)
     metrics = DraftMetrics()
+    zero_draft_series(metrics, {plan.handler.name: plan.model for plan in plans.values()})
     versions = ",".join(sorted({plan.version for plan in plans.values()}))
     metrics.info.labels(__version__, versions, ",".join(sorted({plan.tier for plan in plans.values()}))).set(
         1

@@ -135,6 +135,11 @@ def changes(correction: Correction, decision: Decision) -> list[Change]:
     return found
 
 
+READ_OUTCOMES = ("learned", "no_text", "incomplete", "unknown_label", "invalid", "duplicate")
+"""What becomes of a correction the learner reads (the ``outcome`` of ``corrections_read``)."""
+RETRAIN_RESULTS = ("swapped", "failed")
+
+
 @dataclass(frozen=True)
 class Learned:
     """A correction's verdict: the example it teaches, or why it teaches none."""

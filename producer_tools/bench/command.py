@@ -4,6 +4,11 @@ The parent measures nothing itself: it starts the broker (embedded Tansu unless 
 and the fake Messages API (on a thread here, so its CPU is not charged to the router), publishes
 each scenario's tickets before the worker starts (so consumption is never waiting on a producer),
 then runs the worker and collects its ``WorkerResult``.
+
+The scale-out scenario (g) is the exception: its workers join one group first and the tickets
+follow, so that neither member starts with the whole topic to itself. Publishing is far faster
+than the pair consumes, so the topic stays ahead of them all the same. The soak (``--soak``) is
+one long router run on its own, with resident memory read through it.
 """
 
 from __future__ import annotations
@@ -30,26 +35,42 @@ from consumer.errors import UserError
 from consumer.kafka.connection import client_options
 from consumer.kafka.embedded_broker import EmbeddedBroker
 from consumer.kafka.topics import ensure_topics
-from producer_tools.bench.report import best_run, environment, render, summarise
+from producer_tools.bench.report import (
+    best_run,
+    combine_members,
+    environment,
+    render,
+    render_soak,
+    summarise,
+    summarise_soak,
+)
 from producer_tools.bench.scenarios import (
     DEFAULT_COUNTS,
     DUMMY_API_KEY,
     FAST_MODEL,
     QUICK_COUNTS,
+    QUICK_SOAK_TICKETS,
     SCENARIO_IDS,
     SCENARIOS,
+    SOAK_BASELINE_SHARE,
+    SOAK_ID,
+    SOAK_TICKETS,
     STRONG_MODEL,
     WorkerResult,
     WorkerSpec,
     bench_tickets,
     fake_scenario,
+    rss_every,
+    soak_baseline,
     tier_names,
 )
+from producer_tools.bench.worker import GO_LINE, READY_LINE
 from producer_tools.fake_api import ThreadedFakeApi, run_in_thread
 from producer_tools.kafka_io import quiet_client_logs
 from schemas.codec import encode
 
 DEFAULT_JSON = Path("bench-results.json")
+DEFAULT_SOAK_JSON = Path("soak-results.json")
 DEFAULT_REPEAT = 3
 """Rounds of every scenario. On a shared machine one scenario can run 30% slower than the next for
 reasons outside it (measured: (d) 720-942 calls/s in three back-to-back runs); each scenario's
@@ -57,9 +78,15 @@ fastest round is the one least disturbed, and interleaving gives every scenario 
 PARTITIONS = 6  # the default TOPIC_PARTITIONS
 WORKER_SETUP_S = 90.0
 """Per-worker allowance for imports, local-model training, topic creation and the group join."""
-FLOOR_TPS = {"a": 500.0, "b": 100.0, "c": 50.0, "d": 50.0, "e": 40.0, "f": 4.0}
-"""Far below anything measured: a worker slower than this is stuck, and is stopped."""
+FLOOR_TPS = {"a": 500.0, "b": 100.0, "c": 50.0, "d": 50.0, "e": 40.0, "f": 4.0, "g": 40.0, "s": 40.0}
+"""Far below anything measured: a worker slower than this is stuck, and is stopped. With (s) at
+100,000 tickets this bounds the soak at about 45 minutes."""
 WORKER_EXIT_GRACE_S = 30.0
+SOAK_MIN_TICKETS = SOAK_BASELINE_SHARE
+"""A soak needs a first tenth to take its baseline after."""
+DRAIN_POLL_S = 0.2
+"""How often the parent asks for the scale-out group's committed offsets. It only decides when
+to stop the members: the figures come from their own first and last outcome times."""
 LOG_TAIL_LINES = 8
 
 
@@ -71,24 +98,57 @@ class BenchOptions:
     bootstrap: str | None
     profile_dir: Path | None
     repeat: int = 1
+    soak: bool = False
 
 
 def parse_only(text: str | None) -> list[str]:
     if text is None:
         return list(SCENARIO_IDS)
     chosen = [part.strip().lower() for part in text.split(",") if part.strip()]
-    unknown = [part for part in chosen if part not in SCENARIOS]
+    unknown = [part for part in chosen if part not in SCENARIO_IDS]
     if unknown or not chosen:
         raise UserError(f"--only takes scenario letters from {','.join(SCENARIO_IDS)}, not {text!r}")
     return [sid for sid in SCENARIO_IDS if sid in chosen]
 
 
+def soak_options(args: argparse.Namespace) -> BenchOptions:
+    """``--soak``: one run of (s), alone; the options that shape the scenario table do not apply."""
+    clashing = [
+        flag
+        for flag, value in (
+            ("--only", args.only),
+            ("--repeat", args.repeat),
+            ("--sequential-tickets", args.sequential_tickets),
+        )
+        if value is not None
+    ]
+    if clashing:
+        raise UserError(f"--soak runs alone: drop {', '.join(clashing)}")
+    tickets = (
+        args.tickets if args.tickets is not None else (QUICK_SOAK_TICKETS if args.quick else SOAK_TICKETS)
+    )
+    if tickets < SOAK_MIN_TICKETS:
+        raise UserError(f"--tickets with --soak must be at least {SOAK_MIN_TICKETS}, not {tickets}")
+    if args.bootstrap is not None and not args.bootstrap.strip():
+        raise UserError("--bootstrap is empty (expected host:port[,host:port...])")
+    return BenchOptions(
+        counts={SOAK_ID: tickets},
+        only=[SOAK_ID],
+        json_path=Path(args.json) if args.json else DEFAULT_SOAK_JSON,
+        bootstrap=args.bootstrap.strip() if args.bootstrap else None,
+        profile_dir=Path(args.profile) if args.profile else None,
+        soak=True,
+    )
+
+
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
+    if args.soak:
+        return soak_options(args)
     counts = dict(QUICK_COUNTS if args.quick else DEFAULT_COUNTS)
     if args.tickets is not None:
         if args.tickets < 1:
             raise UserError(f"--tickets must be at least 1, not {args.tickets}")
-        counts.update({sid: args.tickets for sid in "abcde"})
+        counts.update({sid: args.tickets for sid in "abcdeg"})
     if args.sequential_tickets is not None:
         if args.sequential_tickets < 1:
             raise UserError(f"--sequential-tickets must be at least 1, not {args.sequential_tickets}")
@@ -101,7 +161,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     return BenchOptions(
         counts=counts,
         only=parse_only(args.only),
-        json_path=Path(args.json),
+        json_path=Path(args.json) if args.json else DEFAULT_JSON,
         bootstrap=args.bootstrap.strip() if args.bootstrap else None,
         profile_dir=Path(args.profile) if args.profile else None,
         repeat=repeat,
@@ -163,14 +223,23 @@ def log_tail(path: Path) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:]) or "(no output)"
 
 
+def worker_label(spec: WorkerSpec) -> str:
+    """``e``, or ``g1``/``g2`` for the processes of a multi-process scenario: names its files."""
+    return spec.scenario if spec.member is None else f"{spec.scenario}{spec.member}"
+
+
+def worker_command(spec: WorkerSpec, workdir: Path) -> list[str]:
+    spec_path = workdir / f"{worker_label(spec)}.spec.json"
+    spec_path.write_text(spec.model_dump_json())
+    return [sys.executable, "-m", "producer_tools.bench.worker", str(spec_path)]
+
+
 def run_worker(spec: WorkerSpec, workdir: Path) -> WorkerResult:
     """Runs one worker process to completion (bounded), returns its result or raises UserError."""
-    spec_path = workdir / f"{spec.scenario}.spec.json"
-    log_path = workdir / f"{spec.scenario}.log"
-    spec_path.write_text(spec.model_dump_json())
+    log_path = workdir / f"{worker_label(spec)}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "producer_tools.bench.worker", str(spec_path)],
+            worker_command(spec, workdir),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -194,10 +263,11 @@ def run_worker(spec: WorkerSpec, workdir: Path) -> WorkerResult:
     return WorkerResult.model_validate_json(result_path.read_bytes())
 
 
-async def publish_tickets(spec: WorkerSpec, topics: Sequence[str]) -> None:
+async def publish_tickets(spec: WorkerSpec, topics: Sequence[str]) -> dict[int, int]:
     """Creates the scenario's topics and fills the input topic (the first one) with the bench tickets.
 
     Connects with the worker's own settings, so a secured ``--bootstrap`` cluster works too.
+    Returns the input topic's end offset in every partition it wrote to.
     """
     from aiokafka import AIOKafkaProducer
 
@@ -213,9 +283,159 @@ async def publish_tickets(spec: WorkerSpec, topics: Sequence[str]) -> None:
             await producer.send(topics[0], encode(event), key=event.ticket_id.encode())
             for event in bench_tickets(spec.tickets, spec.seed)
         ]
-        await asyncio.gather(*sends)
+        written = await asyncio.gather(*sends)
     finally:
         await producer.stop()
+    ends: dict[int, int] = {}
+    for meta in written:
+        ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    return ends
+
+
+@dataclass
+class Member:
+    """One process of a multi-process scenario, with the pipes the parent steers it by."""
+
+    spec: WorkerSpec
+    process: asyncio.subprocess.Process
+    log_path: Path
+
+    def failure(self, what: str) -> UserError:
+        return UserError(
+            f"bench scenario {worker_label(self.spec)} {what}; log tail:\n{log_tail(self.log_path)}"
+        )
+
+
+def member_specs(spec: WorkerSpec, processes: int, workdir: Path) -> list[WorkerSpec]:
+    return [
+        spec.model_copy(
+            update={
+                "member": n,
+                "result_path": str(workdir / f"{spec.scenario}{n}.result.json"),
+                "ids_path": str(workdir / f"{spec.scenario}{n}.ids"),
+            }
+        )
+        for n in range(1, processes + 1)
+    ]
+
+
+async def start_member(spec: WorkerSpec, workdir: Path) -> Member:
+    log_path = workdir / f"{worker_label(spec)}.log"
+    with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+        process = await asyncio.create_subprocess_exec(
+            *worker_command(spec, workdir),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            env=worker_env(),
+        )
+    return Member(spec, process, log_path)
+
+
+async def wait_ready(member: Member) -> None:
+    """Returns once the member owns partitions (it prints ``ready``); fails if it exits first."""
+    assert member.process.stdout is not None
+    while line := await member.process.stdout.readline():
+        if line.strip() == READY_LINE.encode():
+            return
+    raise member.failure("stopped before it joined the group")
+
+
+async def tell_members(members: Sequence[Member], line: bytes) -> None:
+    for member in members:
+        assert member.process.stdin is not None
+        member.process.stdin.write(line)
+        await member.process.stdin.drain()
+
+
+async def committed_reach(spec: WorkerSpec, ends: dict[int, int]) -> None:
+    """Returns when the group has committed every record the parent published: the topic is drained."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    options = client_options(load_settings(**spec.settings), spec.bootstrap)
+    admin = AIOKafkaAdminClient(**options)
+    await admin.start()
+    try:
+        partitions = [TopicPartition(spec.input_topic, partition) for partition in ends]
+        while True:
+            committed = await admin.list_consumer_group_offsets(spec.group, partitions=partitions)
+            if all(tp in committed and committed[tp].offset >= ends[tp.partition] for tp in partitions):
+                return
+            await asyncio.sleep(DRAIN_POLL_S)
+    finally:
+        await admin.close()
+
+
+async def until_drained(spec: WorkerSpec, ends: dict[int, int], members: Sequence[Member]) -> None:
+    """Waits for the drain, failing at once if a member exits before it."""
+    drained = asyncio.create_task(committed_reach(spec, ends))
+    exits = {asyncio.create_task(member.process.wait()): member for member in members}
+    try:
+        await asyncio.wait({drained, *exits}, return_when=asyncio.FIRST_COMPLETED)
+        for task, member in exits.items():
+            if task.done():
+                raise member.failure(f"exited (status {task.result()}) before the topic was drained")
+        drained.result()
+    finally:
+        drained.cancel()
+        for task in exits:
+            task.cancel()
+
+
+async def stop_members(members: Sequence[Member]) -> None:
+    """Closing a member's stdin tells it to drain, commit and write its result."""
+    for member in members:
+        assert member.process.stdin is not None
+        member.process.stdin.close()
+    codes = await asyncio.gather(*(member.process.wait() for member in members))
+    for member, code in zip(members, codes, strict=True):
+        if code != 0:
+            raise member.failure(f"failed (exit {code})")
+
+
+def combined_result(spec: WorkerSpec, members: Sequence[Member]) -> WorkerResult:
+    """The members' results as one, once every ticket is known to have been handled at least once."""
+    results, handled = [], []
+    for member in members:
+        result_path, ids_path = Path(member.spec.result_path), Path(member.spec.ids_path or "")
+        if not (result_path.exists() and ids_path.exists()):
+            raise member.failure("wrote no result")
+        results.append(WorkerResult.model_validate_json(result_path.read_bytes()))
+        handled.append(ids_path.read_text().split())
+    combined = combine_members(results, handled)
+    if combined.tickets != spec.tickets:
+        raise UserError(
+            f"bench scenario {spec.scenario}: {combined.tickets} of {spec.tickets} tickets handled"
+        )
+    return combined
+
+
+async def run_members(spec: WorkerSpec, processes: int, workdir: Path) -> list[Member]:
+    """The processes of a scale-out scenario: all join, then the tickets are published; once the
+    group has committed them all, every member is stopped (and has written its result)."""
+    members = [await start_member(member, workdir) for member in member_specs(spec, processes, workdir)]
+    phase = "joining the group"
+    try:
+        async with asyncio.timeout(WORKER_SETUP_S):
+            await asyncio.gather(*(wait_ready(member) for member in members))
+        phase = "consuming"
+        await tell_members(members, f"{GO_LINE}\n".encode())
+        async with asyncio.timeout(spec.timeout_s - WORKER_SETUP_S):
+            ends = await publish_tickets(spec, [spec.input_topic])
+            await until_drained(spec, ends, members)
+        phase = "stopping"
+        async with asyncio.timeout(WORKER_EXIT_GRACE_S):
+            await stop_members(members)
+    except TimeoutError:
+        tails = "\n".join(f"{worker_label(m.spec)}:\n{log_tail(m.log_path)}" for m in members)
+        raise UserError(f"bench scenario {spec.scenario} hung while {phase}; log tails:\n{tails}") from None
+    finally:
+        for member in members:
+            if member.process.returncode is None:
+                member.process.kill()
+                await member.process.wait()
+    return members
 
 
 def build_spec(
@@ -233,6 +453,7 @@ def build_spec(
         "anthropic_api_key": DUMMY_API_KEY,
         "anthropic_base_url": fake.base_url,
     }
+    soak = info.id == SOAK_ID
     return WorkerSpec(
         scenario=info.id,
         kind=info.kind,
@@ -246,6 +467,8 @@ def build_spec(
         settings=worker_settings(sid, base, embedded),
         result_path=str(workdir / f"{sid}.result.json"),
         profile_path=str(options.profile_dir / f"bench-{sid}.prof") if options.profile_dir else None,
+        rss_every=rss_every(count) if soak else None,
+        rss_baseline=soak_baseline(count) if soak else None,
     )
 
 
@@ -262,14 +485,18 @@ def run_scenario(
     info = SCENARIOS[sid]
     spec = build_spec(sid, options, bootstrap, fake, tag, workdir)
     status.print(f"({sid}) {info.title}: {spec.tickets:,} tickets …")
-    if info.kind != "sdk":
+    if info.kind != "sdk" and info.processes == 1:
         topics = [spec.input_topic] + ([spec.output_topic] if info.kind == "passthrough" else [])
         asyncio.run(publish_tickets(spec, topics))
     fake.set_scenario(fake_scenario(info.fake_latency))
-    fake_cpu = time.process_time()  # this process is idle but for the fake's thread
-    result = run_worker(spec, workdir)
+    # The fake's thread's CPU: the whole process's, less this thread's (which publishes for (g)).
+    fake_cpu = time.process_time() - time.thread_time()
+    if info.processes > 1:
+        result = combined_result(spec, asyncio.run(run_members(spec, info.processes, workdir)))
+    else:
+        result = run_worker(spec, workdir)
     if tier_names(sid) != ["local"] and info.kind != "passthrough":
-        fake_ms = (time.process_time() - fake_cpu) * 1000 / result.tickets
+        fake_ms = (time.process_time() - time.thread_time() - fake_cpu) * 1000 / result.tickets
         result = result.model_copy(update={"fake_api_cpu_ms_per_ticket": fake_ms})
     status.print(f"    {result.tps:,.0f} tickets/s in {result.seconds:.2f}s, outcomes {result.outcomes}")
     return result
@@ -297,8 +524,12 @@ def run_bench(options: BenchOptions, status: Console) -> dict[str, Any]:
             for sid in options.only:
                 result = run_scenario(sid, options, bootstrap, fake, f"{tag}-{round_number}", workdir, status)
                 runs[sid].append(result)
+    where = environment(bootstrap, options.bootstrap is None, load_before)
+    if options.soak:
+        [soak] = runs[SOAK_ID]
+        return summarise_soak(soak, soak_baseline(soak.tickets), where)
     results = {sid: best_run(scenario_runs) for sid, scenario_runs in runs.items()}
-    return summarise(results, environment(bootstrap, options.bootstrap is None, load_before))
+    return summarise(results, where)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -306,7 +537,11 @@ def handle(args: argparse.Namespace) -> int:
     status = Console(stderr=True, highlight=False)
     doc = run_bench(options, status)
     # Piped (make bench | tee), rich would assume 80 columns and fold the table.
-    render(doc, Console(highlight=False, width=None if sys.stdout.isatty() else 190))
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 190)
+    if options.soak:
+        render_soak(doc, console)
+    else:
+        render(doc, console)
     options.json_path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
     status.print(f"wrote {options.json_path}")
     if options.profile_dir is not None:
@@ -321,8 +556,10 @@ def add_parser(subcommands: Any) -> None:
         description=(
             "Runs scenarios on the embedded broker and the fake Messages API: (a) Kafka passthrough, "
             "(b) router with the local tier, (c) router with the fake at 0 ms, (d) the SDK alone, "
-            "(e) router with 50/180 ms latency and 15% escalations, (f) the same one ticket at a time. "
-            "Prints a table and writes JSON."
+            "(e) router with 50/180 ms latency and 15% escalations, (f) the same one ticket at a time, "
+            "(g) two router processes in one group on (e)'s workload. Prints a table and writes JSON. "
+            "--soak runs only the soak: 100,000 tickets through one router on (e)'s workload, "
+            "with resident memory read throughout."
         ),
     )
     parser.add_argument(
@@ -330,13 +567,19 @@ def add_parser(subcommands: Any) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="tickets for each of a–e (default: a,b 10k; c,d,e 6k)",
+        help="tickets for each of a–e and g (default: a,b 10k; c,d,e,g 6k); with --soak, the soak's",
     )
     parser.add_argument(
         "--sequential-tickets", type=int, default=None, metavar="N", help="tickets for (f) (default 100)"
     )
     parser.add_argument("--only", default=None, metavar="a,b,...", help="run only these scenarios")
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run of every scenario)")
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help=f"run only the soak: {SOAK_TICKETS:,} tickets ({QUICK_SOAK_TICKETS:,} with --quick) through "
+        "one router at 50/180 ms; RSS after the first tenth and at the end (default file soak-results.json)",
+    )
     parser.add_argument(
         "--repeat",
         type=int,
@@ -346,7 +589,7 @@ def add_parser(subcommands: Any) -> None:
         f"(default {DEFAULT_REPEAT}; 1 with --quick)",
     )
     parser.add_argument(
-        "--json", default=str(DEFAULT_JSON), metavar="PATH", help="results file (default bench-results.json)"
+        "--json", default=None, metavar="PATH", help="results file (default bench-results.json)"
     )
     parser.add_argument(
         "--bootstrap", default=None, help="use this Kafka cluster instead of starting the embedded broker"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,8 @@ from producer_tools.bench.scenarios import (
 
 # Which router run the headline ``cpu_ms_per_ticket`` comes from: the production-like one first.
 CPU_HEADLINE_ORDER = ("e", "c", "b", "f")
-ROUTER_RUNS = ("b", "c", "e", "f")
+ROUTER_RUNS = ("b", "c", "e", "f", "g")
+SOAK_GROWTH_GOAL_PCT = 10.0
 TIER_LATENCY_MS = {"fast": FAST_LATENCY_MS, "strong": STRONG_LATENCY_MS}
 
 
@@ -74,6 +76,52 @@ def best_run(runs: Sequence[WorkerResult]) -> WorkerResult:
     )
 
 
+def combine_members(members: Sequence[WorkerResult], handled: Sequence[Sequence[str]]) -> WorkerResult:
+    """One result for the processes of a multi-process scenario, as if they were one router.
+
+    ``handled`` holds each member's ``partition:offset`` list. A record handled by two members (or
+    twice by one, after a rebalance) counts once in ``tickets`` and once in ``duplicates``; the
+    time runs from the first record any member consumed to the last outcome any member published.
+    CPU is the sum of the members' (what the pair costs); peak RSS is the largest member's (what
+    one pod has to be sized for).
+    """
+    times = Counter(record for records in handled for record in records)
+    tickets = len(times)
+    seconds = max(max(m.last_at for m in members) - min(m.first_at for m in members), 1e-9)
+    cpu_s = sum(m.cpu_s for m in members)
+    return WorkerResult(
+        scenario=members[0].scenario,
+        tickets=tickets,
+        seconds=seconds,
+        tps=tickets / seconds,
+        cpu_s=cpu_s,
+        cpu_ms_per_ticket=cpu_s * 1000 / max(tickets, 1),
+        peak_rss_mb=max(m.peak_rss_mb for m in members),
+        outcomes=dict(sum((Counter(m.outcomes) for m in members), Counter())),
+        tier_visits=dict(sum((Counter(m.tier_visits) for m in members), Counter())),
+        triage_kinds=dict(sum((Counter(m.triage_kinds) for m in members), Counter())),
+        first_at=min(m.first_at for m in members),
+        last_at=max(m.last_at for m in members),
+        member_tickets=[m.tickets for m in members],
+        duplicates=sum(times.values()) - tickets,
+    )
+
+
+def scale_out(results: Mapping[str, WorkerResult], cpus: int | None) -> dict[str, Any] | None:
+    """The scale-out run's shape: how the work split, what was repeated, and the ratio's ceiling
+    (one process per member, no more than the cores can run at once)."""
+    run = results.get("g")
+    if run is None:
+        return None
+    processes = SCENARIOS["g"].processes
+    return {
+        "processes": processes,
+        "ratio_limit": float(min(processes, cpus or processes)),
+        "member_tickets": run.member_tickets,
+        "duplicates": run.duplicates,
+    }
+
+
 def summarise(results: Mapping[str, WorkerResult], environment: Mapping[str, Any]) -> dict[str, Any]:
     """The bench-results.json document: headline keys first, then how each was derived."""
     doc: dict[str, Any] = {}
@@ -97,6 +145,9 @@ def summarise(results: Mapping[str, WorkerResult], environment: Mapping[str, Any
         "latency_bound_tps": latency_bound,
         "sdk_only_tps": sdk.tps if sdk is not None else None,
     }
+    shape = scale_out(results, environment.get("cpus"))
+    if shape is not None:
+        doc["scale_out"] = shape
     doc["ratios"] = ratios(doc)
     doc["targets"] = [target.as_json() for target in targets(doc, results)]
     doc["scenarios"] = {
@@ -118,6 +169,7 @@ def ratios(doc: Mapping[str, Any]) -> dict[str, float]:
         "e_over_f": ("router_latency_tps", "sequential_tps"),
         "e_over_littles_law_bound": ("router_latency_tps", "littles_law_bound_tps"),
         "local_over_passthrough": ("local_tps", "passthrough_tps"),
+        "g_over_e": ("scale_out_tps", "router_latency_tps"),
     }
     return {
         name: doc[top] / doc[bottom]
@@ -210,6 +262,8 @@ def render(doc: Mapping[str, Any], console: Console) -> None:
     if law["mean_fake_latency_from"] != "measured tier visits of (e)":
         bound_parts += f"; {law['mean_fake_latency_from']}"
     console.print(f"Little's-law bound: {doc['littles_law_bound_tps']:,.0f} tickets/s ({bound_parts})")
+    if "scale_out" in doc:
+        console.print(scale_out_line(doc))
     if not doc["targets"]:
         return
     checks = Table(title="targets", title_justify="left")
@@ -225,3 +279,65 @@ def render(doc: Mapping[str, Any], console: Console) -> None:
             "[green]met[/green]" if target["met"] else "[red]missed[/red]",
         )
     console.print(checks)
+
+
+def scale_out_line(doc: Mapping[str, Any]) -> str:
+    shape = doc["scale_out"]
+    split = " + ".join(f"{n:,}" for n in shape["member_tickets"])
+    ratio = doc["ratios"].get("g_over_e")
+    versus = f" = {ratio:.2f} × (e)" if ratio is not None else ""
+    return (
+        f"Scale-out (g): {shape['processes']} processes in one group, {doc['scale_out_tps']:,.0f} tickets/s"
+        f"{versus} (limit {shape['ratio_limit']:g}); records per process {split}, "
+        f"{shape['duplicates']:,} handled twice"
+    )
+
+
+def rss_at(samples: Sequence[tuple[int, float]], tickets: int) -> float:
+    """The resident memory read right after ``tickets`` tickets were done."""
+    for done, mb in samples:
+        if done == tickets:
+            return mb
+    raise ValueError(f"no RSS sample at {tickets} tickets")
+
+
+def summarise_soak(result: WorkerResult, baseline: int, environment: Mapping[str, Any]) -> dict[str, Any]:
+    """The soak-results.json document: RSS after the baseline and at the end, and the growth."""
+    at_baseline = rss_at(result.rss_samples, baseline)
+    at_end = rss_at(result.rss_samples, result.tickets)
+    growth = (at_end - at_baseline) * 100 / at_baseline
+    target = Target(f"RSS growth after the first {baseline:,} tickets, %", growth, "<", SOAK_GROWTH_GOAL_PCT)
+    return {
+        "soak_tickets": result.tickets,
+        "soak_tps": result.tps,
+        "rss_baseline_tickets": baseline,
+        "rss_mb_at_baseline": at_baseline,
+        "rss_mb_at_end": at_end,
+        "rss_growth_pct": growth,
+        "peak_rss_mb": result.peak_rss_mb,
+        "cpu_ms_per_ticket": result.cpu_ms_per_ticket,
+        "targets": [target.as_json()],
+        "scenarios": {
+            "s": {"title": SCENARIOS["s"].title, "in_flight": SCENARIOS["s"].in_flight, **result.model_dump()}
+        },
+        "environment": dict(environment),
+    }
+
+
+def render_soak(doc: Mapping[str, Any], console: Console) -> None:
+    """The soak's figures, and about ten of its RSS samples to show the trend between them."""
+    run = doc["scenarios"]["s"]
+    console.print(
+        f"soak: {doc['soak_tickets']:,} tickets in {run['seconds']:.1f}s ({doc['soak_tps']:,.0f}/s), "
+        f"{doc['cpu_ms_per_ticket']:.2f} CPU ms/ticket, peak RSS {doc['peak_rss_mb']:.0f} MB"
+    )
+    samples = run["rss_samples"]
+    shown = samples[:: max(1, len(samples) // 10)]
+    console.print("RSS MB by tickets done: " + ", ".join(f"{n:,} {mb:.0f}" for n, mb in shown))
+    [target] = doc["targets"]
+    verdict = "[green]met[/green]" if target["met"] else "[red]missed[/red]"
+    console.print(
+        f"RSS after {doc['rss_baseline_tickets']:,} tickets {doc['rss_mb_at_baseline']:.1f} MB, "
+        f"at the end {doc['rss_mb_at_end']:.1f} MB: {doc['rss_growth_pct']:+.1f}% "
+        f"(goal < {target['goal']:g}%) {verdict}"
+    )

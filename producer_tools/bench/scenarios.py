@@ -19,11 +19,13 @@ from producer_tools.fake_api.scenario import Latency, ModelScript, Scenario
 from producer_tools.samples import bundled_texts, generate_samples
 from schemas.events import AuthorRole, TicketEvent
 
-ScenarioId = Literal["a", "b", "c", "d", "e", "f"]
+ScenarioId = Literal["a", "b", "c", "d", "e", "f", "g", "s"]
 WorkerKind = Literal["passthrough", "router", "sdk"]
 
-SCENARIO_IDS: tuple[ScenarioId, ...] = ("a", "b", "c", "d", "e", "f")
-ROUTER_SCENARIOS: frozenset[str] = frozenset({"b", "c", "e", "f"})
+SCENARIO_IDS: tuple[ScenarioId, ...] = ("a", "b", "c", "d", "e", "f", "g")
+"""The default run, in order. The soak ("s") runs only on its own (``--soak``): it takes minutes."""
+SOAK_ID: ScenarioId = "s"
+ROUTER_SCENARIOS: frozenset[str] = frozenset({"b", "c", "e", "f", "g", "s"})
 
 # The service's own defaults, so the bench measures the requests a default deployment sends.
 FAST_MODEL: str = Settings.model_fields["fast_model"].default
@@ -48,6 +50,8 @@ class ScenarioInfo:
     in_flight: int
     fake_latency: bool
     """True: 50 ms fast / 180 ms strong with 15% escalations; False: the fake answers at once."""
+    processes: int = 1
+    """Worker processes in one consumer group sharing the scenario's tickets (scale-out: 2)."""
 
 
 SCENARIOS: dict[str, ScenarioInfo] = {
@@ -59,11 +63,39 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         ScenarioInfo("d", "sdk_only_tps", "SDK only, fake 0 ms", "sdk", IN_FLIGHT, False),
         ScenarioInfo("e", "router_latency_tps", "router, fake 50/180 ms", "router", IN_FLIGHT, True),
         ScenarioInfo("f", "sequential_tps", "router, one at a time", "router", SEQUENTIAL_IN_FLIGHT, True),
+        ScenarioInfo("g", "scale_out_tps", "2 routers, one group, 50/180 ms", "router", IN_FLIGHT, True, 2),
+        ScenarioInfo("s", "soak_tps", "soak: router, fake 50/180 ms", "router", IN_FLIGHT, True),
     )
 }
 
-DEFAULT_COUNTS: dict[str, int] = {"a": 10_000, "b": 10_000, "c": 6_000, "d": 6_000, "e": 6_000, "f": 100}
-QUICK_COUNTS: dict[str, int] = {"a": 300, "b": 200, "c": 150, "d": 150, "e": 200, "f": 12}
+DEFAULT_COUNTS: dict[str, int] = {
+    "a": 10_000,
+    "b": 10_000,
+    "c": 6_000,
+    "d": 6_000,
+    "e": 6_000,
+    "f": 100,
+    "g": 6_000,  # (e)'s count: the pair shares the same workload one process handles in (e)
+}
+QUICK_COUNTS: dict[str, int] = {"a": 300, "b": 200, "c": 150, "d": 150, "e": 200, "f": 12, "g": 200}
+
+SOAK_TICKETS = 100_000
+QUICK_SOAK_TICKETS = 3_000
+SOAK_BASELINE_SHARE = 10
+"""The soak's baseline is RSS after the first tenth of its tickets (10,000 of 100,000): by then
+start-up, the first full collections and the in-flight peak are behind, so what grows after it
+is what the tickets leave behind."""
+RSS_SAMPLES = 50
+"""Resident memory is read this many times over a soak (and at the baseline and the end)."""
+
+
+def soak_baseline(tickets: int) -> int:
+    return max(1, tickets // SOAK_BASELINE_SHARE)
+
+
+def rss_every(tickets: int) -> int:
+    """Tickets between two RSS samples, so a soak of any size gives about ``RSS_SAMPLES``."""
+    return max(1, tickets // RSS_SAMPLES)
 
 
 def tier_names(scenario: str) -> list[str]:
@@ -127,6 +159,16 @@ class WorkerSpec(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
     result_path: str
     profile_path: str | None = None
+    member: int | None = None
+    """Set for each process of a multi-process scenario (g): it then prints ``ready`` on stdout
+    once it owns partitions, runs until its stdin closes, and ``tickets`` is only an upper bound."""
+    ids_path: str | None = None
+    """Where a member writes ``partition:offset`` of every record it handled, one a line, so the
+    parent can count each ticket once and the ones handled twice."""
+    rss_every: int | None = None
+    """Read the process's resident memory every this many tickets (the soak)."""
+    rss_baseline: int | None = None
+    """Also read it after exactly this many tickets: the soak's baseline."""
 
 
 class WorkerResult(BaseModel):
@@ -149,3 +191,12 @@ class WorkerResult(BaseModel):
     """CPU the fake Messages API (in the parent) spent per ticket; filled in by the parent."""
     runs_tps: list[float] = Field(default_factory=list)
     """Tickets/s of every round of this scenario (``--repeat``), in order; filled in by the parent."""
+    first_at: float = 0.0
+    last_at: float = 0.0
+    """Wall-clock ``seconds``' ends (Unix time), so the parent can span several processes."""
+    member_tickets: list[int] = Field(default_factory=list)
+    """Multi-process scenarios: records each process handled (duplicates included)."""
+    duplicates: int = 0
+    """Multi-process scenarios: records handled more than once (e.g. again after a rebalance)."""
+    rss_samples: list[tuple[int, float]] = Field(default_factory=list)
+    """The soak: (tickets done, resident MB) through the run, the baseline and the end included."""

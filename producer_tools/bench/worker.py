@@ -38,6 +38,10 @@ from producer_tools.bench.scenarios import WorkerResult, WorkerSpec, bench_ticke
 COMMIT_INTERVAL_S = 0.5  # the router's default COMMIT_INTERVAL_MS
 POLL_TIMEOUT_MS = 100  # the router's poll timeout
 FETCH_BYTES = 2 * 1_048_576  # the router's fetch size for the default MAX_EVENT_BYTES
+READY_LINE = "ready"
+"""What a member of a multi-process scenario prints on stdout once it owns partitions."""
+GO_LINE = "go"
+"""What the parent sends every member once all are ready, just before it publishes the tickets."""
 
 
 class BenchFailure(RuntimeError):
@@ -53,11 +57,37 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class Meter:
-    """Counts outcomes and keeps the first-start and last-finish times, in O(1) memory."""
+def current_rss_mb() -> float:
+    """This process's resident set size now (``VmRSS``); the peak where /proc is missing."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return peak_rss_mb()
 
-    def __init__(self, expected: int) -> None:
+
+class Meter:
+    """Counts outcomes and keeps the first-start and last-finish times, in O(1) memory.
+
+    A member of a multi-process scenario (``exact=False``) does not know its share in advance:
+    ``expected`` is only an upper bound, the CPU clock is read at every outcome instead of at the
+    last one, and the records it handled are kept for the parent to count duplicates.
+    """
+
+    def __init__(
+        self,
+        expected: int,
+        exact: bool = True,
+        rss_every: int | None = None,
+        rss_baseline: int | None = None,
+    ) -> None:
         self.expected = expected
+        self.exact = exact
+        self.rss_every = rss_every
+        self.rss_baseline = rss_baseline
+        self.rss_samples: list[tuple[int, float]] = []
+        self.handled: list[str] = []
+        self.wall_offset = time.time() - time.perf_counter()
         self.count = 0
         self.first_start = float("inf")
         self.last_finish = 0.0
@@ -78,21 +108,33 @@ class Meter:
         self.last_finish = now
         self.count += 1
         self.outcomes[kind] += 1
-        if self.count >= self.expected and self.cpu_end is None:
+        if self.rss_every is not None and self.wants_rss_sample():
+            self.rss_samples.append((self.count, current_rss_mb()))
+        if not self.exact:
+            self.cpu_end = time.process_time()
+        elif self.count >= self.expected and self.cpu_end is None:
             self.cpu_end = time.process_time()
             self.done.set()
 
-    def outcome_hook(self, _record: InputRecord, outcome: Outcome, elapsed: float) -> None:
+    def wants_rss_sample(self) -> bool:
+        every = self.rss_every or 1
+        return self.count % every == 0 or self.count in (self.rss_baseline, self.expected)
+
+    def outcome_hook(self, record: InputRecord, outcome: Outcome, elapsed: float) -> None:
         """The router's outcome hook: called after the outcome is acknowledged by the broker."""
         if outcome.result is not None:
             self.tier_visits.update(outcome.result.tiers_tried)
         if outcome.kind == "triaged":
             self.triage_kinds[str(outcome.error_kind)] += 1
+        if not self.exact:
+            self.handled.append(f"{record.partition}:{record.offset}")
         self.finished(time.perf_counter() - elapsed, outcome.kind)
 
     def result(self, spec: WorkerSpec) -> WorkerResult:
-        if self.count < self.expected:
+        if self.exact and self.count < self.expected:
             raise BenchFailure(f"only {self.count} of {self.expected} tickets completed")
+        if self.count == 0:
+            raise BenchFailure("this member handled no ticket: it never owned a partition with records")
         seconds = max(self.last_finish - self.first_start, 1e-9)
         cpu_s = (self.cpu_end if self.cpu_end is not None else time.process_time()) - self.cpu_start
         return WorkerResult(
@@ -106,6 +148,10 @@ class Meter:
             outcomes=dict(self.outcomes),
             tier_visits=dict(self.tier_visits),
             triage_kinds=dict(self.triage_kinds),
+            first_at=self.first_start + self.wall_offset,
+            last_at=self.last_finish + self.wall_offset,
+            member_tickets=[] if self.exact else [self.count],
+            rss_samples=self.rss_samples,
         )
 
 
@@ -118,30 +164,60 @@ async def run_router(spec: WorkerSpec) -> WorkerResult:
 
     settings = load_settings(**spec.settings)
     configure_logging(settings.log_level)
-    meter = Meter(spec.tickets)
+    member = spec.member is not None
+    meter = Meter(spec.tickets, exact=not member, rss_every=spec.rss_every, rss_baseline=spec.rss_baseline)
     stop = asyncio.Event()
     service = asyncio.create_task(
         run_service(
             settings,
             spec.bootstrap,
             stop,
-            on_started=lambda _running: meter.started(),
+            on_started=lambda _running: started(meter, member),
             extra_hooks=[meter.outcome_hook],
         ),
         name="router",
     )
-    all_done = asyncio.create_task(meter.done.wait())
+    finish = asyncio.create_task(follow_parent(meter) if member else meter.done.wait())
     try:
-        await asyncio.wait({service, all_done}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({service, finish}, return_when=asyncio.FIRST_COMPLETED)
         if service.done():
             service.result()  # re-raises what stopped it
             raise BenchFailure("the router stopped before every ticket was handled")
     finally:
-        all_done.cancel()
+        finish.cancel()
         stop.set()
         if not service.done():
             await service  # drains and commits, bounded by DRAIN_TIMEOUT_S
+    if spec.ids_path is not None:
+        await asyncio.to_thread(write_lines, Path(spec.ids_path), meter.handled)
     return meter.result(spec)
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def started(meter: Meter, member: bool) -> None:
+    """The service owns partitions now. A member says so to the parent, which publishes the
+    tickets only once every member is in the group, so no member starts with the whole topic."""
+    meter.started()
+    if member:
+        sys.stdout.write(f"{READY_LINE}\n")
+        sys.stdout.flush()
+
+
+async def follow_parent(meter: Meter) -> None:
+    """A member's instructions on stdin. ``go`` (every member is in the group, the tickets are on
+    their way) restarts the CPU clock, so the wait for the other members is not charged to the
+    tickets. Returns when the parent closes stdin: its way of saying the topic is drained (and,
+    should the parent die, the end of the run too)."""
+    reader = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    while line := await reader.readline():
+        if line.strip() == GO_LINE.encode():
+            meter.started()
 
 
 # -- (a): the Kafka client's ceiling ---------------------------------------------------------------

@@ -14,6 +14,7 @@ ERROR_STATUS: dict[str, int] = {
     "invalid_request_error": 400,
     "authentication_error": 401,
     "not_found_error": 404,
+    "request_too_large": 413,
     "rate_limit_error": 429,
     "api_error": 500,
     "overloaded_error": 529,
@@ -38,7 +39,7 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
         self.details = dict(details) if details is not None else None
 
-    def body(self, request_id: str) -> dict[str, Any]:
+    def body(self, request_id: str | None) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.error_type, "message": self.message}
         if self.details is not None:
             error["details"] = self.details

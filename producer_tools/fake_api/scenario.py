@@ -161,6 +161,28 @@ def _default_models() -> dict[str, ModelScript]:
     return {name: ModelScript() for name in DEFAULT_MODELS}
 
 
+class BatchScript(_Strict):
+    """How the Message Batches endpoints behave: how long a batch takes, which requests fail.
+
+    A request inside a batch is answered like one sent to ``/v1/messages`` (same checks, same
+    answers and usage); on top of that a seeded fraction ``error_rate`` ends ``errored`` (an
+    ``api_error``) and ``expire_rate`` ends ``expired``. A batch whose ``processing_delay_s`` is
+    longer than ``expires_after_s`` expires whole, as a real one does after 24 hours.
+    """
+
+    processing_delay_s: float = Field(default=0.0, ge=0, description="From creation until the batch ends.")
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    expire_rate: float = Field(default=0.0, ge=0, le=1)
+    expires_after_s: float = Field(default=24 * 3600.0, gt=0)
+    max_requests: int = Field(default=100_000, ge=1, description="The API's limit per batch.")
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="The API's body limit per batch.")
+
+    @model_validator(mode="after")
+    def _rates_are_probabilities(self) -> BatchScript:
+        _check_rates((self.error_rate, self.expire_rate), "error_rate and expire_rate")
+        return self
+
+
 class Scenario(_Strict):
     """The whole script. ``models`` keys are matched by prefix so dated model ids resolve too."""
 
@@ -171,6 +193,7 @@ class Scenario(_Strict):
         default=None, description="Regex whose first group is the ticket text; None uses all user text."
     )
     max_recorded_requests: int = Field(default=10_000, ge=0)
+    batches: BatchScript = Field(default_factory=BatchScript)
 
     def resolve_model(self, model: str) -> str | None:
         """The configured name ``model`` refers to, so ``claude-haiku-4-5-20251001`` finds its script."""

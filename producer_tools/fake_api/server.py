@@ -9,6 +9,7 @@ sustain thousands of requests a second.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections import deque
@@ -22,6 +23,20 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from producer_tools.fake_api.answers import build_answer, extract_ticket, free_text_answer, malform, user_text
+from producer_tools.fake_api.batches import (
+    FakeBatch,
+    batch_object,
+    batch_only_problem,
+    errored,
+    new_batch_id,
+    page_limit,
+    page_of,
+    parse_batch_requests,
+    result_lines,
+    scripted_failure,
+    settle,
+    too_large,
+)
 from producer_tools.fake_api.caching import (
     CacheControlError,
     PromptCache,
@@ -57,6 +72,8 @@ Clock = Callable[[], float]
 WallClock = Callable[[], datetime]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+BATCH_YIELD_EVERY = 100  # requests processed between yields, so a big batch never stalls the server
+_READ_CHUNK = 1 << 20
 # A dropped connection cancels its handler (handler_cancellation); this only bounds a handler that
 # somehow outlives its connection.
 _DROP_LINGER_S = 60.0
@@ -105,6 +122,9 @@ class FakeApiServer:
         self._records: deque[dict[str, Any]] = deque(maxlen=self._scenario.max_recorded_requests)
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
+        self._batches: dict[str, FakeBatch] = {}
+        self._batch_creations: list[dict[str, Any]] = []
+        self._batch_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -158,6 +178,13 @@ class FakeApiServer:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/v1/messages", self._handle_create)
         app.router.add_post("/v1/messages/count_tokens", self._handle_count_tokens)
+        app.router.add_post("/v1/messages/batches", self._handle_batch_create)
+        app.router.add_get("/v1/messages/batches", self._handle_batch_list)
+        app.router.add_get("/v1/messages/batches/{batch_id}", self._handle_batch_retrieve)
+        app.router.add_delete("/v1/messages/batches/{batch_id}", self._handle_batch_delete)
+        app.router.add_post("/v1/messages/batches/{batch_id}/cancel", self._handle_batch_cancel)
+        app.router.add_get("/v1/messages/batches/{batch_id}/results", self._handle_batch_results)
+        app.router.add_get("/_control/batches", self._handle_batch_creations)
         app.router.add_get("/_control/health", self._handle_health)
         app.router.add_get("/_control/scenario", self._handle_get_scenario)
         app.router.add_put("/_control/scenario", self._handle_put_scenario)
@@ -187,6 +214,12 @@ class FakeApiServer:
         self._cache.clear()
         self._records.clear()
         self._dice = Dice(self._scenario)
+        self._batch_creations.clear()
+
+    def batch_creations(self) -> list[dict[str, Any]]:
+        """Every batch created so far (``id``, ``request_count``, ``custom_ids``), oldest first: what a
+        test of a resumed run checks to prove nothing was submitted twice."""
+        return [dict(creation) for creation in self._batch_creations]
 
     @property
     def cache_entries(self) -> int:
@@ -266,6 +299,151 @@ class FakeApiServer:
             return _error_response(exc, request_id)
         return _json_response({"input_tokens": layout.total_tokens}, request_id)
 
+    # -- Message Batches -------------------------------------------------------------------------
+
+    async def _handle_batch_create(self, request: web.Request) -> web.StreamResponse:
+        request_id = new_request_id()
+        script = self._scenario.batches
+        try:
+            check_auth(request.headers, self._scenario.api_key)
+            version = api_version(request.headers)
+            raw = await _read_limited(request, script.max_bytes)
+            requests = parse_batch_requests(parse_json_body(raw), script)
+        except ApiError as exc:
+            return _error_response(exc, request_id)
+        batch = FakeBatch(new_batch_id(), self._wall_clock(), self._clock(), requests)
+        self._batches[batch.id] = batch
+        self._batch_creations.append(
+            {"id": batch.id, "request_count": len(requests), "custom_ids": [r.custom_id for r in requests]}
+        )
+        task = asyncio.create_task(self._process_batch(batch, version))
+        self._batch_tasks.add(task)
+        task.add_done_callback(self._batch_tasks.discard)
+        return self._batch_response(request, batch, request_id)
+
+    async def _process_batch(self, batch: FakeBatch, version: str) -> None:
+        """Answers each request as ``/v1/messages`` would, yielding now and then; stops on a cancel."""
+        rng = random.Random(f"{self._scenario.seed}:batch:{len(self._batch_creations)}")
+        for done, item in enumerate(batch.requests):
+            if batch.status != "in_progress":
+                return
+            batch.results[item.custom_id] = self._batch_result(item.params, version, rng)
+            if done % BATCH_YIELD_EVERY == BATCH_YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+
+    def _batch_result(self, params: Mapping[str, Any], version: str, rng: random.Random) -> dict[str, Any]:
+        """One request's result: the error it would get alone, a scripted failure, or its message."""
+        request_id = new_request_id()
+        try:
+            problem = batch_only_problem(params)
+            if problem is not None:
+                raise problem
+            today = self._wall_clock().date()
+            parsed = parse_messages_request(
+                params, self._scenario, count_only=False, today=today, version=version
+            )
+            layout = self._layout(parsed)
+        except ApiError as exc:
+            return errored(exc, request_id)
+        failure = scripted_failure(self._scenario.batches, rng)
+        if failure is not None:
+            return failure
+        plan = self._dice.plan(parsed.model_name, parsed.script)
+        if plan.fault in ("drop", "timeout"):
+            return errored(ApiError("api_error", "Internal server error"), request_id)
+        if plan.fault is not None:
+            return errored(fault_error(plan.fault, parsed.script, self._wall_clock()), request_id)
+        reply = self._reply(parsed, plan)
+        usage = self._cache.charge(layout, self._clock(), self._scenario.min_cacheable_tokens(parsed.model))
+        return {"type": "succeeded", "message": message_body(parsed.model, reply, usage)}
+
+    def _found_batch(self, request: web.Request) -> FakeBatch:
+        """The path's batch, settled to now; a 404 for an unknown (or deleted) id."""
+        check_auth(request.headers, self._scenario.api_key)
+        batch_id = request.match_info["batch_id"]
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            raise ApiError("not_found_error", f"message_batch_id: no batch {batch_id!r}")
+        settle(batch, self._scenario.batches, self._clock(), self._wall_clock())
+        return batch
+
+    def _batch_response(self, request: web.Request, batch: FakeBatch, request_id: str) -> web.Response:
+        return _json_response(self._batch_json(request, batch), request_id)
+
+    def _batch_json(self, request: web.Request, batch: FakeBatch) -> dict[str, Any]:
+        url = f"{request.url.origin()}/v1/messages/batches/{batch.id}/results"
+        return batch_object(batch, url, self._scenario.batches.expires_after_s)
+
+    async def _handle_batch_retrieve(self, request: web.Request) -> web.StreamResponse:
+        request_id = new_request_id()
+        try:
+            batch = self._found_batch(request)
+        except ApiError as exc:
+            return _error_response(exc, request_id)
+        return self._batch_response(request, batch, request_id)
+
+    async def _handle_batch_cancel(self, request: web.Request) -> web.StreamResponse:
+        """Cancelling an ended batch changes nothing; otherwise it is ``canceling`` until next looked at."""
+        request_id = new_request_id()
+        try:
+            batch = self._found_batch(request)
+        except ApiError as exc:
+            return _error_response(exc, request_id)
+        if batch.ended_at is None and batch.cancel_initiated_at is None:
+            batch.cancel_initiated_at = self._wall_clock()
+        return self._batch_response(request, batch, request_id)
+
+    async def _handle_batch_delete(self, request: web.Request) -> web.StreamResponse:
+        request_id = new_request_id()
+        try:
+            batch = self._found_batch(request)
+            if batch.ended_at is None:
+                raise invalid(f"Batch {batch.id} cannot be deleted while it is processing; cancel it first.")
+        except ApiError as exc:
+            return _error_response(exc, request_id)
+        del self._batches[batch.id]
+        return _json_response({"id": batch.id, "type": "message_batch_deleted"}, request_id)
+
+    async def _handle_batch_results(self, request: web.Request) -> web.StreamResponse:
+        """The results as JSONL, one line per request, not in request order."""
+        request_id = new_request_id()
+        try:
+            batch = self._found_batch(request)
+            if batch.ended_at is None:
+                raise invalid(f"Batch {batch.id} has not finished processing; results are not available yet.")
+        except ApiError as exc:
+            return _error_response(exc, request_id)
+        lines = result_lines(batch, random.Random(f"{self._scenario.seed}:results:{batch.id}"))
+        body = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+        return web.Response(body=body, content_type="application/binary", headers={"request-id": request_id})
+
+    async def _handle_batch_list(self, request: web.Request) -> web.StreamResponse:
+        """Newest first, ``limit`` per page, paged with ``after_id``/``before_id`` like the real list."""
+        request_id = new_request_id()
+        query = request.query
+        try:
+            check_auth(request.headers, self._scenario.api_key)
+            limit = page_limit(query.get("limit"))
+        except ApiError as exc:
+            return _error_response(exc, request_id)
+        newest_first = list(reversed(self._batches))
+        ids, has_more = page_of(newest_first, limit, query.get("after_id"), query.get("before_id"))
+        data = []
+        for batch_id in ids:
+            batch = self._batches[batch_id]
+            settle(batch, self._scenario.batches, self._clock(), self._wall_clock())
+            data.append(self._batch_json(request, batch))
+        body = {
+            "data": data,
+            "has_more": has_more,
+            "first_id": ids[0] if ids else None,
+            "last_id": ids[-1] if ids else None,
+        }
+        return _json_response(body, request_id)
+
+    async def _handle_batch_creations(self, request: web.Request) -> web.StreamResponse:
+        return _json_response(self.batch_creations())
+
     async def _handle_unknown(self, request: web.Request) -> web.StreamResponse:
         error = ApiError("not_found_error", f"Not found: {request.method} {request.path}")
         return _error_response(error, new_request_id())
@@ -294,6 +472,22 @@ class FakeApiServer:
     async def _handle_reset(self, request: web.Request) -> web.StreamResponse:
         self.reset()
         return _json_response({"reset": True})
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    """The whole body, refused with a 413 past ``limit``: a batch may be far larger than the 32 MB
+    ``/v1/messages`` takes, so it is read from the stream rather than through ``client_max_size``."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise too_large(declared, limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise too_large(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _url_host(host: str) -> str:

@@ -48,6 +48,9 @@ class ThreadedFakeApi:
     def reset(self) -> None:
         self._call(self.server.reset)
 
+    def batch_creations(self) -> list[dict[str, Any]]:
+        return self._call(self.server.batch_creations)
+
     def close(self) -> None:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
