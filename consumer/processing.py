@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from consumer import __version__
 from consumer.classify.pipeline import Pipeline, PipelineResult
 from consumer.kafka.dedup import RecentIds
 from consumer.routing import route
@@ -34,6 +35,9 @@ from schemas.events import (
     TriageRecord,
 )
 from schemas.shadow import ShadowDecision, shadow_topic
+
+if TYPE_CHECKING:
+    from consumer.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +133,18 @@ class ProcessorConfig:
     prompt_version: str
     shadow: str | None = None
     """A shadow's name: every outcome is published as a ShadowDecision to ``shadow.NAME`` instead."""
+
+    @classmethod
+    def of(cls, settings: Settings, prompt_version: str, shadow: str | None = None) -> ProcessorConfig:
+        """The router's (and a backfill's) configuration from its settings."""
+        return cls(
+            triage_topic=settings.triage_topic,
+            max_event_bytes=settings.max_event_bytes,
+            queue_topic_prefix=settings.queue_topic_prefix,
+            router_version=__version__,
+            prompt_version=prompt_version,
+            shadow=shadow,
+        )
 
 
 class RecordProcessor:

@@ -467,14 +467,7 @@ async def run_service(
     models = [model for _, model in settings.model_settings()]
     zero_series(metrics, known_labels(taxonomy, settings.effective_tiers, models, settings.input_topic))
     processor = RecordProcessor(
-        ProcessorConfig(
-            triage_topic=settings.triage_topic,
-            max_event_bytes=settings.max_event_bytes,
-            queue_topic_prefix=settings.queue_topic_prefix,
-            router_version=__version__,
-            prompt_version=prompt_version,
-            shadow=shadow,
-        ),
+        ProcessorConfig.of(settings, prompt_version, shadow),
         taxonomy,
         pipeline,
         RecentIds(settings.dedup_window),

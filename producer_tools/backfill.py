@@ -35,7 +35,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from consumer import __version__
 from consumer.classify.base import axes_below_threshold
 from consumer.classify.claude import (
     ClaudeTier,
@@ -615,13 +614,7 @@ async def run_backfill(args: argparse.Namespace) -> int:
     triage_out = Path(args.triage_out or f"{args.out}.triage.jsonl")
     outputs = Outputs(Path(args.out), triage_out, state, connection if args.publish else None)
     processor = RecordProcessor(
-        ProcessorConfig(
-            triage_topic=settings.triage_topic,
-            max_event_bytes=settings.max_event_bytes,
-            queue_topic_prefix=settings.queue_topic_prefix,
-            router_version=__version__,
-            prompt_version=prompt_version,
-        ),
+        ProcessorConfig.of(settings, prompt_version),
         taxonomy,
         Pipeline(list(built), taxonomy.thresholds()),
     )

@@ -19,11 +19,14 @@ from typing import Any
 import orjson
 import pytest
 
+from consumer.routing import reachable_queues
+from consumer.taxonomy import load_taxonomy
 from producer_tools.backfill_plan import index_of
 from producer_tools.backfill_state import load_state
 from producer_tools.cli import main
 from producer_tools.fake_api import Scenario, ThreadedFakeApi, run_in_thread
 from schemas.events import RoutedTicket, TriageRecord
+from tests.kafka_helpers import consume_until, create_topics, produce, router_settings
 
 FAST = "claude-haiku-5-5"
 STRONG = "claude-sonnet-5-5"
@@ -233,3 +236,40 @@ def test_a_state_file_of_another_backfill_is_refused(
     other = write_tickets(tmp_path / "b.jsonl", 4)
     assert main(["backfill", str(other), "--out", str(out)]) == 2
     assert "belongs to another backfill" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_a_topic_range_is_backfilled_and_published_to_the_queue_topics(
+    tmp_path: Path,
+    api: ThreadedFakeApi,
+    bootstrap: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--topic T --from-offset/--to-offset`` reads a range of every partition; ``--publish``
+    sends each outcome to its queue topic (checked with the independent client)."""
+    settings = router_settings(bootstrap)
+    create_topics(bootstrap, [settings.input_topic], partitions=1)
+    produce(bootstrap, settings.input_topic, [(f"T-{n}".encode(), ticket_line(n)) for n in range(30)])
+    for name, value in {
+        **environment(api),
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "QUEUE_TOPIC_PREFIX": settings.queue_topic_prefix,
+        "TRIAGE_TOPIC": settings.triage_topic,
+    }.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "q.jsonl"
+    argv = ["backfill", "--topic", settings.input_topic, "--from-offset", "5", "--to-offset", "25"]
+    status = main([*argv, "--publish", "--out", str(out), "--poll-interval", "0.05"])
+    assert status == 0, capsys.readouterr().err
+
+    topics = [settings.queue_topic_prefix + queue for queue in reachable_queues(load_taxonomy())]
+    expected = {f"T-{n}".encode() for n in range(5, 25)}
+    received = consume_until(bootstrap, [*topics, settings.triage_topic], len(expected), 60.0, expected)
+    assert {record.key for record in received} == expected  # offsets 5..24, nothing outside the range
+    on_queues = [(RoutedTicket.model_validate_json(r.value), r.topic) for r in received if r.topic in topics]
+    assert on_queues, "nothing was routed"
+    for routed, topic in on_queues:
+        assert topic == settings.queue_topic_prefix + routed.queue
+        assert routed.source.topic == settings.input_topic and 5 <= routed.source.offset < 25
+    assert "20 tickets" in capsys.readouterr().err
