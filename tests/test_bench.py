@@ -228,7 +228,7 @@ def test_quick_soak_samples_memory_through_the_run_and_reports_its_growth(tmp_pa
     baseline = soak_baseline(QUICK_SOAK_TICKETS)
     run = doc["scenarios"]["s"]
     assert doc["soak_tickets"] == run["tickets"] == QUICK_SOAK_TICKETS
-    assert doc["rss_baseline_tickets"] == baseline == 300
+    assert doc["rss_baseline_tickets"] == baseline == 100
     assert run["outcomes"] == {"routed": QUICK_SOAK_TICKETS}
     assert run["tier_visits"]["fast"] == QUICK_SOAK_TICKETS
     done = [tickets for tickets, _ in run["rss_samples"]]

@@ -24,7 +24,7 @@ from tests.test_end_to_end import ticket_event
 
 pytestmark = pytest.mark.integration
 
-PHASE = 300
+PHASE = 150
 PARTITIONS = 6
 
 

@@ -80,7 +80,7 @@ DEFAULT_COUNTS: dict[str, int] = {
 QUICK_COUNTS: dict[str, int] = {"a": 300, "b": 200, "c": 150, "d": 150, "e": 200, "f": 12, "g": 200}
 
 SOAK_TICKETS = 100_000
-QUICK_SOAK_TICKETS = 3_000
+QUICK_SOAK_TICKETS = 1_000
 SOAK_BASELINE_SHARE = 10
 """The soak's baseline is RSS after the first tenth of its tickets (10,000 of 100,000): by then
 start-up, the first full collections and the in-flight peak are behind, so what grows after it
