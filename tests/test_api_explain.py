@@ -23,7 +23,7 @@ from consumer.classify.explanation import explanation_system
 from consumer.config import Settings
 from consumer.service import RunningService
 from producer_tools.explain import EventReader
-from producer_tools.fake_api.scenario import ModelScript, Scenario
+from producer_tools.fake_api.scenario import FixedLabel, ModelScript, Scenario
 from producer_tools.fake_api.threaded import ThreadedFakeApi, run_in_thread
 from schemas.drafts import DraftReply
 from tests.kafka_helpers import OutcomeCounter, consume_until, running_router, unique
@@ -46,8 +46,12 @@ class Setup:
 
 
 @asynccontextmanager
-async def router_with_api(bootstrap: str, strong: ModelScript | None = None) -> AsyncIterator[Setup]:
-    scenario = Scenario(models={FAST: ModelScript(), STRONG: strong or ModelScript(stream_delay_ms=2)})
+async def router_with_api(
+    bootstrap: str, strong: ModelScript | None = None, fast: ModelScript | None = None
+) -> AsyncIterator[Setup]:
+    scenario = Scenario(
+        models={FAST: fast or ModelScript(), STRONG: strong or ModelScript(stream_delay_ms=2)}
+    )
     counter = OutcomeCounter()
     with run_in_thread(scenario) as api:
         settings = api_settings(
@@ -258,8 +262,11 @@ async def test_openapi_describes_exactly_the_routes_served(bootstrap: str) -> No
 
 async def test_done_when_a_signed_ticket_is_routed_drafted_and_explained(bootstrap: str) -> None:
     """The issue's "done when", end to end: a signed POST is on the input topic before its 202, is
-    routed, gets a draft on the drafts topic, and ``ticket-tools explain`` streams why."""
-    async with router_with_api(bootstrap) as setup, aiohttp.ClientSession() as http:
+    routed, gets a draft on the drafts topic, and ``ticket-tools explain`` streams why. The fast model
+    calls it a billing dispute, the type the default taxonomy's ``billing-dispute`` handler answers
+    (unscripted, its type would hang on a hash of the random event id, and most types have no handler)."""
+    dispute = ModelScript(labels={"ticket_type": FixedLabel(label="billing_dispute")})
+    async with router_with_api(bootstrap, fast=dispute) as setup, aiohttp.ClientSession() as http:
         settings = setup.settings.model_copy(
             update={"drafts_topic": unique("drafts"), "draft_metrics_port": 0}
         )
@@ -277,7 +284,11 @@ async def test_done_when_a_signed_ticket_is_routed_drafted_and_explained(bootstr
                 records_on, bootstrap, settings.drafts_topic, {ticket["event_id"]}
             )
             [draft] = [DraftReply.model_validate(value) for value in drafts]
-            assert (draft.event_id, draft.queue) == (ticket["event_id"], routed.queue)
+            assert (draft.event_id, draft.queue, draft.handler) == (
+                ticket["event_id"],
+                routed.queue,
+                "billing-dispute",
+            )
             assert draft.review_required is True and draft.reply.strip()
 
         env = {**os.environ, "TICKET_ROUTER_API_TOKEN": TOKENS["ops"]}
