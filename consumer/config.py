@@ -198,7 +198,12 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=64, ge=1, le=10_000)
     commit_interval_ms: int = Field(default=500, ge=10)
     drain_timeout_s: float = Field(default=25.0, gt=0)
-    dedup_window: int = Field(default=100_000, ge=0)
+    dedup_window: int = Field(
+        default=100_000,
+        ge=0,
+        le=10_000_000,
+        description="Recent event ids remembered; the window is allocated at start-up (about 26 bytes an id)",
+    )
 
     # Observability
     metrics_port: int = Field(default=9000, ge=0, le=65535)

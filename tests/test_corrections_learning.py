@@ -21,7 +21,9 @@ from consumer.learn.corrections import (
     RecentDecisions,
     changes,
     learned_example,
+    packed,
     triaged_decision,
+    unpacked,
     with_router_text,
 )
 from consumer.learn.learner import CorrectionLearner, LearnerParts
@@ -77,6 +79,29 @@ def test_recent_decisions_forget_the_oldest_first() -> None:
     assert (decisions.get("a"), len(decisions)) == (None, 2)
     assert decisions.get("c") == DECISION
     RecentDecisions(0).remember("a", DECISION)  # size 0 remembers nothing and does not fail
+
+
+def test_a_remembered_decision_comes_back_whole() -> None:
+    """Kept packed, handed back equal: every field, floats exactly, unicode and empty values."""
+    full = Decision(
+        ticket_id="T-ü",
+        subject="Zahlung «doppelt»",
+        body="Line one\nline two \u2028 \U0001f600",
+        language="de",
+        labels=ROUTER_LABELS,
+        queue="billing-high",
+        model="claude-haiku-5-5",
+        confidences={"team": 0.1 + 0.2, "urgency": 1.0, "sentiment": 0.0},
+        rule="team_urgency",
+        reason="",
+        tiers=("local", "fast"),
+        low_confidence=True,
+    )
+    decisions = RecentDecisions(5)
+    for event_id, decision in (("full", full), ("short", DECISION)):
+        decisions.remember(event_id, decision)
+    assert decisions.get("full") == full and decisions.get("short") == DECISION
+    assert unpacked(packed(full)).confidences["team"] == 0.1 + 0.2
 
 
 def test_a_remembered_body_is_cut_so_the_memory_stays_bounded() -> None:

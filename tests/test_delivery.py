@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.kafka.dedup import RecentIds
 from producer_tools.fake_api import Latency, ModelScript, Scenario, run_in_thread
 from schemas.codec import decode
 from schemas.events import RoutedTicket
@@ -29,14 +28,6 @@ from tests.kafka_helpers import (
 from tests.test_end_to_end import ticket_event
 
 pytestmark = pytest.mark.integration
-
-
-def test_recent_ids_window_is_bounded() -> None:
-    recent = RecentIds(3)
-    assert [recent.check_and_add(i) for i in ("a", "b", "a", "c", "d")] == [False, False, True, False, False]
-    assert len(recent) == 3
-    assert recent.check_and_add("b") is False  # evicted: the oldest left the window
-    assert RecentIds(0).check_and_add("a") is False and RecentIds(0).check_and_add("a") is False
 
 
 async def test_duplicates_agent_replies_and_follow_ups(bootstrap: str) -> None:

@@ -15,7 +15,6 @@ import asyncio
 import functools
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +58,7 @@ from consumer.api.webhooks import (
     zendesk_event,
 )
 from consumer.config import Settings
+from consumer.kafka.dedup import RecentIds
 from consumer.metrics import Metrics
 from schemas.events import TicketEvent
 
@@ -197,25 +197,6 @@ class BrokerUnavailable(Exception):
     """Not every event of a request was acknowledged in time; nothing is reported accepted."""
 
 
-class AcceptedIds:
-    """Event ids the broker acknowledged, the last ``capacity`` of them (DEDUP_WINDOW)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __contains__(self, event_id: object) -> bool:
-        return event_id in self._ids
-
-    def add(self, event_id: str) -> None:
-        if self.capacity <= 0:
-            return
-        self._ids[event_id] = None
-        self._ids.move_to_end(event_id)
-        while len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
-
-
 Deliver = Callable[[bytes, bytes], Coroutine[Any, Any, object]]
 """(key, value) → resolves once the broker acknowledged the record."""
 
@@ -238,7 +219,8 @@ class Ingestor:
     """
 
     deliver: Deliver
-    accepted: AcceptedIds
+    accepted: RecentIds
+    """Event ids the broker acknowledged, the last DEDUP_WINDOW of them."""
     timeout_s: float
     on_accepted: Callable[[int], None] = lambda _count: None
     _pending: dict[str, asyncio.Task[object]] = field(default_factory=dict)
@@ -483,7 +465,7 @@ def build_ingest_app(
     the gate lets through only requests the router matched to it; every other route keeps the gate."""
     gate = Gate(config)
     ingestor = Ingestor(
-        deliver, AcceptedIds(config.dedup_window), config.produce_timeout_s, metrics.api_accepted_tickets.inc
+        deliver, RecentIds(config.dedup_window), config.produce_timeout_s, metrics.api_accepted_tickets.inc
     )
 
     @web.middleware

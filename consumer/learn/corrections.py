@@ -16,6 +16,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import orjson
+
 from consumer.classify.prompt import Example
 from consumer.taxonomy import Taxonomy
 from schemas.corrections import Correction
@@ -29,7 +31,7 @@ KEPT_BODY_CHARS = 8_000
 would otherwise be gigabytes, and an example is shown to the model cut far shorter anyway."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What the router decided for one ticket event, kept so a correction can be joined with it."""
 
@@ -90,24 +92,70 @@ def triaged_decision(
     )
 
 
+def packed(decision: Decision) -> bytes:
+    """The decision as one JSON array: a single bytes object held in memory instead of a dataclass,
+    two dictionaries, a tuple and their strings (about 650 bytes a ticket instead of 1,400). It is
+    copied out of orjson's answer, whose buffer is 4 KiB however short the JSON."""
+    blob = orjson.dumps(
+        [
+            decision.ticket_id,
+            decision.subject,
+            decision.body,
+            decision.language,
+            decision.labels,
+            decision.queue,
+            decision.model,
+            decision.confidences,
+            decision.rule,
+            decision.reason,
+            decision.tiers,
+            decision.low_confidence,
+        ]
+    )
+    return bytes(memoryview(blob))
+
+
+def unpacked(blob: bytes) -> Decision:
+    """The decision ``packed`` held (JSON floats round-trip exactly)."""
+    (ticket_id, subject, body, language, labels, queue, model, confidences, rule, reason, tiers, low) = (
+        orjson.loads(blob)
+    )
+    return Decision(
+        ticket_id=ticket_id,
+        subject=subject,
+        body=body,
+        language=language,
+        labels=labels,
+        queue=queue,
+        model=model,
+        confidences=confidences,
+        rule=rule,
+        reason=reason,
+        tiers=tuple(tiers),
+        low_confidence=low,
+    )
+
+
 class RecentDecisions:
     """The last ``size`` decisions by event id. A correction usually follows its ticket within hours;
-    one for an older ticket, or one routed before a restart, is learned only if it carries the text."""
+    one for an older ticket, or one routed before a restart, is learned only if it carries the text.
+    Each is kept packed: a correction or an explanation unpacks one, every routed ticket packs one."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._decisions: OrderedDict[str, Decision] = OrderedDict()
+        self._decisions: OrderedDict[str, bytes] = OrderedDict()
 
     def remember(self, event_id: str, decision: Decision) -> None:
         if self.size <= 0:
             return
-        self._decisions[event_id] = decision
+        self._decisions[event_id] = packed(decision)
         self._decisions.move_to_end(event_id)
         while len(self._decisions) > self.size:
             self._decisions.popitem(last=False)
 
     def get(self, event_id: str) -> Decision | None:
-        return self._decisions.get(event_id)
+        blob = self._decisions.get(event_id)
+        return unpacked(blob) if blob is not None else None
 
     def __len__(self) -> int:
         return len(self._decisions)
