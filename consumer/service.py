@@ -48,6 +48,7 @@ from consumer.errors import UserError
 from consumer.kafka.connection import client_options
 from consumer.kafka.dedup import RecentIds
 from consumer.kafka.loop import KafkaLoop, LoopSettings, OutcomeHook
+from consumer.kafka.recovery import RecoveringConsumer
 from consumer.kafka.topics import KEEP_FOREVER, ensure_topics, topics_to_create
 from consumer.learn.corrections import RecentDecisions, decision_of, triaged_decision
 from consumer.learn.dense import dense_encoder
@@ -396,19 +397,23 @@ def fetch_bytes_for(settings: Settings) -> int:
 
 def loop_consumer(settings: Settings, options: dict[str, Any], group: str) -> AIOKafkaConsumer:
     """The consumer a ``KafkaLoop`` reads with (the router's, a shadow's, the drafter's): manual
-    commits only, and group timeouts that let a drain finish before the member rejoins."""
+    commits only, and group timeouts that let a drain finish before the member rejoins. A member
+    still unassigned a rebalance timeout plus a session after its revoke checks whether the group
+    can form at all (``RecoveringConsumer``: Tansu can keep a departed leader)."""
     fetch_bytes = fetch_bytes_for(settings)
-    return AIOKafkaConsumer(
+    # Revoked partitions are drained (up to DRAIN_TIMEOUT_S) before the member rejoins; the
+    # coordinator must wait that long, or the drain costs the member its place in the group.
+    rebalance_timeout_ms = int((settings.drain_timeout_s + REBALANCE_MARGIN_S) * 1000)
+    return RecoveringConsumer(
         **options,
+        stuck_after_s=(rebalance_timeout_ms + settings.session_timeout_ms) / 1000,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset=settings.auto_offset_reset,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         max_poll_interval_ms=settings.max_poll_interval_ms,
-        # Revoked partitions are drained (up to DRAIN_TIMEOUT_S) before the member rejoins; the
-        # coordinator must wait that long, or the drain costs the member its place in the group.
-        rebalance_timeout_ms=int((settings.drain_timeout_s + REBALANCE_MARGIN_S) * 1000),
+        rebalance_timeout_ms=rebalance_timeout_ms,
         max_partition_fetch_bytes=fetch_bytes,
         fetch_max_bytes=max(fetch_bytes, 52_428_800),
     )

@@ -6,7 +6,8 @@ completed run of its partition, so a crash at any moment redelivers rather than 
 run concurrently up to ``MAX_IN_FLIGHT``; records with the same key (``ticket_id``) run in
 fetch order. When the budget is full the loop waits for a record to finish; if none does for a
 quarter of ``max_poll_interval_ms``, it pauses the partitions and calls ``getmany`` anyway, so a
-slow model never makes the member leave the group.
+slow model never makes the member leave the group. Its consumer (``RecoveringConsumer``, in
+``recovery``) gets the group out of a rebalance that a departed leader left unfinishable (a Tansu bug).
 """
 
 from __future__ import annotations
