@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -137,16 +137,21 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
         consumer.close()
 
 
+RunningT = TypeVar("RunningT")
+
+
 @contextlib.asynccontextmanager
-async def running_router(
-    settings: Settings, extra_hooks: list[Any] | None = None
-) -> AsyncIterator[RunningService]:
-    """Run the service in this event loop; on exit stop it the way SIGTERM would and wait for it."""
+async def running_in_loop(
+    run: Callable[..., Coroutine[Any, Any, None]], settings: Settings, extra_hooks: list[Any] | None
+) -> AsyncIterator[RunningT]:
+    """Run a service (``run_service``, ``run_drafter``) in this event loop until it reports started;
+    on exit stop it the way SIGTERM would (drain, commit) and wait for it. A service that fails to
+    start raises here."""
     stop = asyncio.Event()
-    started: asyncio.Future[RunningService] = asyncio.get_running_loop().create_future()
+    started: asyncio.Future[RunningT] = asyncio.get_running_loop().create_future()
     assert settings.kafka_bootstrap_servers is not None
     task = asyncio.create_task(
-        run_service(
+        run(
             settings,
             settings.kafka_bootstrap_servers,
             stop,
@@ -162,6 +167,16 @@ async def running_router(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=60)
+
+
+@contextlib.asynccontextmanager
+async def running_router(
+    settings: Settings, extra_hooks: list[Any] | None = None
+) -> AsyncIterator[RunningService]:
+    """The router in this event loop (see ``running_in_loop``)."""
+    service: RunningService
+    async with running_in_loop(run_service, settings, extra_hooks) as service:
+        yield service
 
 
 class OutcomeCounter:

@@ -30,6 +30,7 @@ from tests.kafka_helpers import (
     consume_until,
     produce,
     router_settings,
+    running_in_loop,
     unique,
 )
 from tests.test_draft import API_KEY, SONNET, TAXONOMY, routed
@@ -64,27 +65,10 @@ def drafter_settings(bootstrap: str, fake: FakeApiServer, **overrides: Any) -> S
 
 @contextlib.asynccontextmanager
 async def running_drafter(settings: Settings, counter: OutcomeCounter) -> AsyncIterator[RunningDrafter]:
-    """The drafter in this event loop; on exit stopped the way SIGTERM would stop it (drain, commit)."""
-    stop = asyncio.Event()
-    started: asyncio.Future[RunningDrafter] = asyncio.get_running_loop().create_future()
-    assert settings.kafka_bootstrap_servers is not None
-    task = asyncio.create_task(
-        run_drafter(
-            settings,
-            settings.kafka_bootstrap_servers,
-            stop,
-            on_started=started.set_result,
-            extra_hooks=[counter.hook],
-        )
-    )
-    done, _ = await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
-    if task in done:
-        task.result()
-    try:
-        yield started.result()
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=60)
+    """The drafter in this event loop (see ``running_in_loop``)."""
+    drafter: RunningDrafter
+    async with running_in_loop(run_drafter, settings, [counter.hook]) as drafter:
+        yield drafter
 
 
 def queue_record(settings: Settings, ticket: RoutedTicket) -> tuple[str, tuple[bytes, bytes]]:
