@@ -535,7 +535,7 @@ async def run_service(
         )
         await producer.start()
         if settings.api_port is not None and shadow is None:  # a shadow publishes only its decisions
-            explainer = build_explainer(settings, taxonomy, decisions, options, metrics)
+            explainer = build_explainer(settings, taxonomy, decisions, options, metrics, pipeline.budget)
             classifier = Classifier(
                 pipeline.classify, taxonomy, settings.queue_topic_prefix, settings.triage_topic, metrics
             )

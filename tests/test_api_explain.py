@@ -47,7 +47,7 @@ class Setup:
 
 @asynccontextmanager
 async def router_with_api(
-    bootstrap: str, strong: ModelScript | None = None, fast: ModelScript | None = None
+    bootstrap: str, strong: ModelScript | None = None, fast: ModelScript | None = None, **overrides: Any
 ) -> AsyncIterator[Setup]:
     scenario = Scenario(
         models={FAST: fast or ModelScript(), STRONG: strong or ModelScript(stream_delay_ms=2)}
@@ -55,7 +55,11 @@ async def router_with_api(
     counter = OutcomeCounter()
     with run_in_thread(scenario) as api:
         settings = api_settings(
-            bootstrap, tiers="fast", anthropic_api_key="sk-ant-fake-explain", anthropic_base_url=api.base_url
+            bootstrap,
+            tiers="fast",
+            anthropic_api_key="sk-ant-fake-explain",
+            anthropic_base_url=api.base_url,
+            **overrides,
         )
         async with running_router(settings, extra_hooks=[counter.hook]) as running:
             yield Setup(running, api, counter, f"http://127.0.0.1:{running.api_port}", settings)
@@ -199,6 +203,41 @@ async def test_a_refused_call_is_503_and_a_stream_cut_by_the_model_ends_with_an_
         assert (
             registry.get_sample_value("ticket_router_api_explanations_total", {"outcome": "model_error"}) == 2
         )
+
+
+async def test_explanations_spend_the_routers_budget_and_wait_while_it_is_spent(bootstrap: str) -> None:
+    """An explanation is Claude spend like a classification: counted in the same windows, and
+    refused (503 naming the budget, Retry-After until the window rolls) while they are spent."""
+    roomy = {"llm_budget_usd_per_hour": "5"}
+    async with router_with_api(bootstrap, **roomy) as setup, aiohttp.ClientSession() as http:
+        ticket = event("Charged twice", "You charged my card twice for the November invoice.")
+        assert (await post(http, f"{setup.base}/v1/tickets", orjson.dumps(ticket), bearer()))[0] == 202
+        await setup.counter.wait_for(1)
+        routed = setup.counter.outcomes[0].routed
+        assert routed is not None and routed.cost_usd > 0
+        status, events, _ = await explain(http, setup.base, {"event_id": ticket["event_id"]})
+        assert status == 200 and events[-1][0] == "done"
+        spent = setup.running.metrics.registry.get_sample_value(
+            "ticket_router_llm_budget_spent_usd", {"window": "hour"}
+        )
+        assert spent == pytest.approx(routed.cost_usd + events[-1][1]["cost_usd"])
+
+    tiny = {"llm_budget_usd_per_hour": "0.00001"}  # the first classification spends it all
+    async with router_with_api(bootstrap, **tiny) as setup, aiohttp.ClientSession() as http:
+        ticket = event("Cannot log in", "My 2FA device is lost and I cannot log in.")
+        assert (await post(http, f"{setup.base}/v1/tickets", orjson.dumps(ticket), bearer()))[0] == 202
+        await setup.counter.wait_for(1)
+        async with http.get(
+            f"{setup.base}/v1/explain", params={"event_id": ticket["event_id"]}, headers=bearer()
+        ) as response:
+            assert response.status == 503
+            body = orjson.loads(await response.read())
+            assert 1 <= int(response.headers["Retry-After"]) <= 3_600
+        assert body["error"].startswith("LLM budget spent (hour $")
+        assert not [sent for sent in setup.api.requests() if sent.get("model") == STRONG]
+        outcome = {"outcome": "budget_exhausted"}
+        registry = setup.running.metrics.registry
+        assert registry.get_sample_value("ticket_router_api_explanations_total", outcome) == 1
 
 
 async def test_classify_answers_the_route_and_publishes_nothing(bootstrap: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
+from consumer.classify.budget import SpendGuard
 from consumer.classify.claude import Price, cost_usd, make_client, price_for
 from consumer.classify.explanation import (
     EXPLANATION_ANSWER_TOKENS,
@@ -47,7 +49,7 @@ from schemas.events import RoutedTicket, TicketEvent, TokenUsage, TriageRecord
 log = logging.getLogger("ticket_router")
 
 EXPLAIN_ROUTE = "/v1/explain"
-OUTCOMES = ("streamed", "not_found", "bad_request", "busy", "model_error", "unavailable")
+OUTCOMES = ("streamed", "not_found", "bad_request", "busy", "model_error", "unavailable", "budget_exhausted")
 """The ``outcome`` values of ``api_explanations``."""
 MAX_CONCURRENT_EXPLANATIONS = 4
 """Explanations are the strong model's time: a few at once per replica, the rest told to retry."""
@@ -232,6 +234,9 @@ class Explainer:
     price: Price
     body_char_limit: int
     metrics: Metrics
+    budget: SpendGuard | None = None
+    """The router's spend guard: an explanation is Claude spend like a classification, counted in
+    the same windows and refused while they are spent."""
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_EXPLANATIONS))
 
     async def decision_for(self, target: str | RecordAt) -> Decision:
@@ -285,6 +290,9 @@ class Explainer:
             return ExplainError(
                 503, "explanations need the strong model: ANTHROPIC_API_KEY is unset"
             ).response()
+        if self.budget is not None and not self.budget.allows():
+            self.count("budget_exhausted")
+            return budget_spent(self.budget)
         if self.slots.locked():
             self.count("busy")
             return web.json_response(
@@ -326,11 +334,20 @@ class Explainer:
                 usage = usage_of(final.usage)
                 cost = cost_usd(usage, self.price)
                 self.metrics.api_explanation_cost.inc(cost)
+                if self.budget is not None:
+                    self.budget.record(cost)
                 done = {"stop_reason": final.stop_reason, "usage": usage.model_dump(), "cost_usd": cost}
                 await response.write(sse("done", done))
                 self.count("streamed")
         await response.write_eof()
         return response
+
+
+def budget_spent(budget: SpendGuard) -> web.Response:
+    """503 until the spent window rolls over: which budget, how much, and when it reopens."""
+    reopens_in_s = budget.reopens_in_s()
+    wait_s = max(1, math.ceil(reopens_in_s)) if reopens_in_s is not None else BUSY_RETRY_AFTER_S
+    return web.json_response({"error": budget.describe()}, status=503, headers={"Retry-After": str(wait_s)})
 
 
 def model_unreachable(exc: anthropic.APIError) -> web.Response:
@@ -355,6 +372,7 @@ def build_explainer(
     decisions: RecentDecisions,
     options: Mapping[str, Any],
     metrics: Metrics,
+    budget: SpendGuard | None = None,
 ) -> Explainer:
     """The explainer of a running router: the strong tier's model and its thinking and effort
     settings, with room for prose; without an API key it answers 503 naming the key."""
@@ -375,4 +393,5 @@ def build_explainer(
         price=price_for(model, settings.prices),
         body_char_limit=settings.body_char_limit,
         metrics=metrics,
+        budget=budget,
     )

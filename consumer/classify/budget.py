@@ -128,6 +128,12 @@ class SpendGuard:
     def exhausted(self, name: str) -> bool:
         return is_exhausted(self._states[name], self.windows[name], self._clock())
 
+    def reopens_in_s(self) -> float | None:
+        """Seconds until Claude may be called again, or None if it may be now (a Retry-After)."""
+        now = self._clock()
+        until = reopens_at(self._states, self.windows, now)
+        return until - now if until is not None else None
+
     def describe(self) -> str:
         """Why Claude is skipped, for the triage record: which budgets and until when."""
         now = self._clock()
