@@ -62,13 +62,14 @@ class RecoveringConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     After revoking (or before its first join) the member waits for an assignment; when none comes
     within ``stuck_after_s`` (longer than any rebalance the coordinator allows), it asks the
     coordinator who leads the group and, if that leader is not a member, rejoins in its place once
-    (see the note above ``orphaned_leader``). It checks again every ``stuck_after_s`` until assigned.
+    (see the module's docstring). It checks again every ``stuck_after_s`` until assigned.
     """
 
     def __init__(self, *, stuck_after_s: float, **options: Any) -> None:
         super().__init__(**options)
         self.stuck_after_s = stuck_after_s
         self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def subscribe(
         self,
@@ -79,7 +80,10 @@ class RecoveringConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         super().subscribe(topics, pattern=pattern, listener=_WatchedListener(listener, self))
 
     def rejoin_started(self) -> None:
-        """The member gave up its partitions (or has none yet): from now on it waits for new ones."""
+        """The member gave up its partitions (or has none yet): from now on it waits for new ones
+        (a revoke while stopping is the member leaving: nothing to wait for)."""
+        if self._stopping:
+            return
         if self._watch is None or self._watch.done():
             self._watch = asyncio.create_task(self._watch_rejoin(), name="group-rejoin-watch")
 
@@ -90,6 +94,7 @@ class RecoveringConsumer(AIOKafkaConsumer):  # type: ignore[misc]
             self._watch = None
 
     async def stop(self) -> None:
+        self._stopping = True
         self.rejoin_finished()
         await super().stop()
 
