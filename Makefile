@@ -38,8 +38,10 @@ $(TEST_TOOLS): $(STAMP)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null)
 	touch $(TEST_TOOLS)
 
+# One worker per core, at most 4: each worker starts its own broker and local model; a file's tests
+# stay on one worker (--dist loadfile) so module fixtures are built once.
 test: lint $(TEST_TOOLS)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/ticket-tools bench
