@@ -72,6 +72,18 @@ def test_other_data_or_another_encoder_is_a_miss(training_file: Path, tmp_path: 
     assert len(list(cache.glob(f"{PREFIX}*"))) == 3
 
 
+def test_the_ngram_caps_shape_the_fit_and_its_key(
+    training_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached fit made under other n-gram caps has other columns: it must be a miss, not reused."""
+    examples, taxonomy = read_training_jsonl(training_file), load_taxonomy()
+    before = local.fitted_key(taxonomy, examples, None)
+    monkeypatch.setattr(local, "MAX_CHAR_FEATURES", 500)
+    assert local.fitted_key(taxonomy, examples, None) != before
+    model = LocalModel(taxonomy).fit(examples)
+    assert len(model.chars.vocabulary_) == 500 and len(model.words.vocabulary_) <= local.MAX_WORD_FEATURES
+
+
 @pytest.mark.parametrize("damage", ["group-writable file", "garbage", "another object"])
 def test_a_foreign_or_damaged_file_is_refitted_with_a_warning(
     damage: str, training_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture

@@ -229,6 +229,7 @@ def test_the_edit_changes_only_threshold_lines_and_keeps_comments(tmp_path: Path
     }
     edited = th.set_thresholds(SHIPPED, settings, "taxonomy.yaml")
     assert changed_lines(SHIPPED, edited) == [
+        "-    local_threshold: 0.8",
         "+    local_threshold: 0.62",
         "-    threshold: 0.8",
         "+    threshold: 0.86",
@@ -241,7 +242,8 @@ def test_the_edit_changes_only_threshold_lines_and_keeps_comments(tmp_path: Path
     path.write_text(edited, encoding="utf-8")
     tuned, shipped = load_taxonomy(path), load_taxonomy(None)
     assert tuned.thresholds() == shipped.thresholds() | {"urgency": 0.86, "sentiment": 1.0}
-    assert tuned.thresholds("local") == tuned.thresholds() | {"team": 0.62}
+    # Each axis's local_threshold is its own line: moving `threshold` leaves it where it was.
+    assert tuned.thresholds("local") == shipped.thresholds("local") | {"team": 0.62}
     assert tuned.routing == shipped.routing and tuned.business_rules == shipped.business_rules
 
 
@@ -348,7 +350,11 @@ def test_tune_writes_the_proposed_thresholds_and_prints_the_coverage_they_imply(
     tuned, shipped = load_taxonomy(out), load_taxonomy(None)
     assert tuned.thresholds("local") == shipped.thresholds("local") | {"team": expected}
     assert tuned.thresholds() == shipped.thresholds()  # the Claude tiers' thresholds were not measured
-    assert changed_lines(SHIPPED, out.read_text("utf-8")) == [f"+    local_threshold: {expected}"]
+    shipped_line = f"    local_threshold: {shipped.axes['team'].local_threshold}"
+    assert changed_lines(SHIPPED, out.read_text("utf-8")) == [
+        f"-{shipped_line}",
+        f"+    local_threshold: {expected}",
+    ]
     assert f"+    local_threshold: {expected}" in printed  # the diff comes first
 
     def coverage(thresholds: dict[str, float]) -> float:
